@@ -1,0 +1,1 @@
+typedef int daemon_placeholder_t;

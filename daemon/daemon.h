@@ -1,0 +1,70 @@
+/*
+ * The daemon as a whole: the loop, the configuration in force, the watcher,
+ * the control server and the persisted roots, all owned by struct daemon and
+ * passed explicitly. Loop thread only.
+ */
+#ifndef PYCACHED_DAEMON_H
+#define PYCACHED_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+#include <uv.h>
+
+#include "config.h"
+
+struct watcher;
+struct server;
+struct state;
+
+/* Exit statuses of pycached (the config one is for RestartPreventExitStatus=). */
+#define EXIT_CONFIG 78   /* EX_CONFIG: the configuration is invalid */
+#define EXIT_RUNNING 75  /* another instance owns the socket */
+
+struct reload_result {
+	time_t when;         /* 0 before the first reload */
+	int status;          /* 0 or -errno (-EINVAL: config errors) */
+	char *errors;        /* "FILE:LINE: message" lines, owned, or NULL */
+};
+
+struct daemon {
+	uv_loop_t *loop;
+	struct config cfg;          /* the configuration in force */
+	char *config_file;          /* owned */
+	bool config_explicit;       /* named with --config */
+	char *socket_path;          /* owned; NULL until the server resolves it */
+	struct watcher *watcher;
+	struct server *server;      /* NULL before issue 4's server starts */
+	struct state *state;        /* roots added/removed at run time, or NULL */
+	uv_signal_t sig_term;
+	uv_signal_t sig_int;
+	uv_signal_t sig_hup;
+	uint64_t start_usec;        /* uv_hrtime()/1000 at start */
+	time_t start_time;
+	struct reload_result last_reload;
+	bool ready;                 /* READY=1 sent */
+	int exit_status;
+};
+
+/*
+ * Re-read the configuration file and the persisted state; when the file is
+ * valid, apply it whole (roots that left are dropped, new ones crawled),
+ * otherwise keep everything in force. Errors go to errs (may be NULL) and
+ * into d->last_reload. 0 or -EINVAL/-errno.
+ */
+int daemon_reload(struct daemon *d, FILE *errs);
+
+/*
+ * Make the watched roots match cfg plus the persisted state. Used at start
+ * and by reload; the settings of roots that stay are updated in place.
+ */
+int daemon_apply_roots(struct daemon *d);
+
+/* Begin an orderly exit with this status. */
+void daemon_stop(struct daemon *d, int status);
+
+/* sd_notify wrappers: no-ops without libsystemd or NOTIFY_SOCKET. */
+void daemon_notify_status(struct daemon *d);
+
+#endif
