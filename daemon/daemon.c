@@ -1,1 +1,243 @@
-typedef int daemon_placeholder_t;
+#include "daemon.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "log.h"
+#include "watch.h"
+
+static void notify(const char *msg)
+{
+#ifdef HAVE_LIBSYSTEMD
+	sd_notify(0, msg);
+#else
+	(void)msg;
+#endif
+}
+
+void daemon_notify_status(struct daemon *d)
+{
+	char buf[256];
+	uint64_t removed = 0;
+	size_t roots = 0;
+
+	for (struct root *r = watcher_next_root(d->watcher, NULL); r;
+	     r = watcher_next_root(d->watcher, r)) {
+		roots++;
+		removed += root_stats(r)->caches_removed;
+	}
+	snprintf(buf, sizeof(buf), "STATUS=%zu root%s watched, %llu caches removed",
+		 roots, roots == 1 ? "" : "s", (unsigned long long)removed);
+	notify(buf);
+}
+
+static void send_ready(struct daemon *d)
+{
+	if (d->ready)
+		return;
+	d->ready = true;
+	notify("READY=1");
+	daemon_notify_status(d);
+	log_info("ready: every root is watched");
+}
+
+static void on_watcher_idle(struct watcher *w, void *ud)
+{
+	send_ready(ud);
+}
+
+static bool same_conf(const struct root_conf *a, const struct root_conf *b)
+{
+	if (a->mode != b->mode || a->sweep != b->sweep ||
+	    a->n_excludes != b->n_excludes)
+		return false;
+	for (size_t i = 0; i < a->n_excludes; i++)
+		if (strcmp(a->excludes[i], b->excludes[i]))
+			return false;
+	return true;
+}
+
+static const struct root_conf *find_conf(const struct config *cfg,
+					 const char *path)
+{
+	for (size_t i = 0; i < cfg->n_roots; i++)
+		if (!strcmp(cfg->roots[i].path, path))
+			return &cfg->roots[i];
+	return NULL;
+}
+
+static void drop_departed(struct daemon *d)
+{
+	struct root *r, *next;
+
+	for (r = watcher_next_root(d->watcher, NULL); r; r = next) {
+		const struct root_conf *want;
+
+		next = watcher_next_root(d->watcher, r);
+		want = find_conf(&d->cfg, root_path(r));
+		if (want && same_conf(want, root_conf(r)))
+			continue;
+		log_info("%s root %s", want ? "re-crawling changed" : "no longer watching",
+			 root_path(r));
+		watcher_remove_root(d->watcher, root_path(r));
+	}
+}
+
+static void on_root_ready(struct root *r, int status, void *ud)
+{
+	const struct root_stats *s = root_stats(r);
+
+	if (status == -ENOENT)
+		log_warn("root %s: %s; it is watched for as soon as it appears",
+			 root_path(r), root_state_reason(r));
+	else if (status == 0)
+		log_info("watching %s: %llu directories, %llu caches removed",
+			 root_path(r), (unsigned long long)s->dirs_watched,
+			 (unsigned long long)s->caches_removed);
+}
+
+int daemon_apply_roots(struct daemon *d)
+{
+	struct watch_settings ws = {
+		.skip_venvs = d->cfg.skip_venvs,
+		.excludes = d->cfg.excludes,
+		.n_excludes = d->cfg.n_excludes,
+	};
+	int ret = 0;
+
+	watcher_set_settings(d->watcher, &ws);
+	drop_departed(d);
+	for (size_t i = 0; i < d->cfg.n_roots; i++) {
+		const struct root_conf *rc = &d->cfg.roots[i];
+		int r;
+
+		if (watcher_find_root(d->watcher, rc->path))
+			continue;
+		r = watcher_add_root(d->watcher, rc, on_root_ready, d);
+		if (r < 0) {
+			log_errno(r, "cannot watch %s", rc->path);
+			ret = r;
+		}
+	}
+	if (!watcher_busy(d->watcher))
+		send_ready(d);
+	return ret;
+}
+
+static void log_lines(enum log_level level, const char *text)
+{
+	const char *p = text;
+
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		int len = nl ? (int)(nl - p) : (int)strlen(p);
+
+		log_msg(level, "%.*s", len, p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+static void record_reload(struct daemon *d, int status, char *errors)
+{
+	free(d->last_reload.errors);
+	d->last_reload.when = time(NULL);
+	d->last_reload.status = status;
+	d->last_reload.errors = errors && *errors ? errors : NULL;
+	if (!d->last_reload.errors)
+		free(errors);
+}
+
+int daemon_reload(struct daemon *d, FILE *errs)
+{
+	char buf[64], *text = NULL;
+	size_t len = 0;
+	struct config nc;
+	FILE *mem = open_memstream(&text, &len);
+	int r;
+
+	if (!mem)
+		return -ENOMEM;
+	snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)(uv_hrtime() / 1000));
+	notify(buf);
+	r = config_load(&nc, d->config_file, d->config_explicit, mem);
+	fclose(mem);
+	if (errs && text)
+		fputs(text, errs);
+	if (r < 0) {
+		log_lines(LOG_LEVEL_ERROR, text);
+		log_error("reload failed: the configuration in force is unchanged");
+	} else {
+		struct config old = d->cfg;
+
+		d->cfg = nc;
+		log_set_level(d->cfg.log_level);
+		daemon_apply_roots(d);
+		config_finish(&old);
+		log_info("configuration reloaded: %zu roots", d->cfg.n_roots);
+	}
+	record_reload(d, r, text);
+	notify("READY=1");
+	daemon_notify_status(d);
+	return r;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (signum == SIGHUP) {
+		daemon_reload(d, NULL);
+		return;
+	}
+	log_info("%s received: exiting", strsignal(signum));
+	daemon_stop(d, 0);
+}
+
+int daemon_init(struct daemon *d, uv_loop_t *loop)
+{
+	int r;
+
+	d->loop = loop;
+	d->start_usec = uv_hrtime() / 1000;
+	d->start_time = time(NULL);
+	r = watcher_new(loop, &d->watcher);
+	if (r < 0)
+		return r;
+	watcher_on_idle(d->watcher, on_watcher_idle, d);
+	uv_signal_init(loop, &d->sig_term);
+	uv_signal_init(loop, &d->sig_int);
+	uv_signal_init(loop, &d->sig_hup);
+	d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+	uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+	uv_signal_start(&d->sig_int, on_signal, SIGINT);
+	uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+	return 0;
+}
+
+void daemon_stop(struct daemon *d, int status)
+{
+	if (!d->watcher)
+		return;
+	notify("STOPPING=1");
+	d->exit_status = status;
+	daemon_stop_server(d);
+	watcher_destroy(d->watcher);
+	d->watcher = NULL;
+	uv_close((uv_handle_t *)&d->sig_term, NULL);
+	uv_close((uv_handle_t *)&d->sig_int, NULL);
+	uv_close((uv_handle_t *)&d->sig_hup, NULL);
+}
+
+void daemon_finish(struct daemon *d)
+{
+	config_finish(&d->cfg);
+	free(d->config_file);
+	free(d->socket_path);
+	free(d->last_reload.errors);
+}

@@ -61,8 +61,16 @@ int daemon_reload(struct daemon *d, FILE *errs);
  */
 int daemon_apply_roots(struct daemon *d);
 
-/* Begin an orderly exit with this status. */
+/* Set up the watcher and the signal handlers on loop. 0 or -errno. */
+int daemon_init(struct daemon *d, uv_loop_t *loop);
+/* Begin an orderly exit with this status: every handle is closed, so the
+ * loop ends once their close callbacks ran. */
 void daemon_stop(struct daemon *d, int status);
+/* Free what daemon_init and main gave d (after the loop ended). */
+void daemon_finish(struct daemon *d);
+/* Start and stop the control server (control.c). 0 or an exit status. */
+int daemon_start_server(struct daemon *d, const char *socket_override);
+void daemon_stop_server(struct daemon *d);
 
 /* sd_notify wrappers: no-ops without libsystemd or NOTIFY_SOCKET. */
 void daemon_notify_status(struct daemon *d);

@@ -1,2 +1,316 @@
-/* placeholder until the module lands */
-typedef int reaper_placeholder_t;
+#include "reaper.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "match.h"
+
+/* How often to empty a cache that refills between our listing and rmdir. */
+#define EVICT_TRIES 5
+
+struct tally {
+	unsigned files;
+	uint64_t bytes;
+	unsigned foreign;
+	char first_foreign[96];
+};
+
+__attribute__((format(printf, 3, 4)))
+static void set_reason(struct reap_result *res, enum reap_outcome outcome,
+		       const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	res->outcome = outcome;
+	vsnprintf(res->reason, sizeof(res->reason), fmt, ap);
+	va_end(ap);
+}
+
+static const char *type_word(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "directory";
+	if (S_ISLNK(mode))
+		return "symbolic link";
+	if (S_ISFIFO(mode))
+		return "FIFO";
+	if (S_ISSOCK(mode))
+		return "socket";
+	if (S_ISCHR(mode) || S_ISBLK(mode))
+		return "device";
+	return "file";
+}
+
+int reaper_fd_identity(int fd, uint64_t *mnt_id, uint64_t *ino)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
+		  STATX_INO | STATX_MNT_ID, &stx) < 0)
+		return -errno;
+	/* Kernels before 5.8 give no mount id: 0 then matches 0. */
+	*mnt_id = (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : 0;
+	*ino = stx.stx_ino;
+	return 0;
+}
+
+/* Why openat(O_NOFOLLOW|O_DIRECTORY) refused: say what the name really is. */
+static int explain_open_error(int parent_fd, const char *name, int err,
+			      struct reap_result *res)
+{
+	struct stat st;
+
+	if (err == ENOENT) {
+		res->outcome = REAP_GONE;
+		return 0;
+	}
+	if (err != ELOOP && err != ENOTDIR)
+		return -err;
+	if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		res->outcome = REAP_GONE;
+		return 0;
+	}
+	set_reason(res, REAP_SKIPPED, "it is a %s, not a directory",
+		   type_word(st.st_mode));
+	return 0;
+}
+
+/* The cache itself: ours, on the root's mount. 1 when fit to act on. */
+static int check_cache_dir(int fd, const struct reap_policy *p,
+			   struct reap_result *res, struct stat *st)
+{
+	uint64_t mnt_id, ino;
+	int r;
+
+	if (fstat(fd, st) < 0)
+		return -errno;
+	r = reaper_fd_identity(fd, &mnt_id, &ino);
+	if (r < 0)
+		return r;
+	if (st->st_uid != p->uid) {
+		set_reason(res, REAP_SKIPPED, "it is owned by uid %u, not by uid %u",
+			   (unsigned)st->st_uid, (unsigned)p->uid);
+		return 0;
+	}
+	if (mnt_id != p->mnt_id) {
+		set_reason(res, REAP_SKIPPED, "%s", "it is on another mount");
+		return 0;
+	}
+	return 1;
+}
+
+static void note_foreign(struct tally *t, const char *name, mode_t mode)
+{
+	if (t->foreign++ > 0)
+		return;
+	if (S_ISREG(mode))
+		snprintf(t->first_foreign, sizeof(t->first_foreign),
+			 "'%.60s', which is not bytecode", name);
+	else
+		snprintf(t->first_foreign, sizeof(t->first_foreign),
+			 "a %s '%.60s'", type_word(mode), name);
+}
+
+/*
+ * One pass over the cache. Only an entry that fstatat() shows to be a
+ * regular file AND that has a bytecode name is counted or unlinked; the
+ * d_type hint is not trusted. Returns 0 or -errno.
+ */
+static int scan_pass(DIR *dir, bool remove_files, struct tally *t)
+{
+	int fd = dirfd(dir);
+	struct dirent *de;
+	struct stat st;
+
+	memset(t, 0, sizeof(*t));
+	rewinddir(dir);
+	errno = 0;
+	while ((de = readdir(dir))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;
+			return -errno;
+		}
+		if (!S_ISREG(st.st_mode) || !match_bytecode_name(de->d_name)) {
+			note_foreign(t, de->d_name, st.st_mode);
+			continue;
+		}
+		if (remove_files && unlinkat(fd, de->d_name, 0) < 0) {
+			if (errno == ENOENT)
+				continue;
+			return -errno;
+		}
+		t->files++;
+		if (st.st_nlink <= 1)
+			t->bytes += (uint64_t)st.st_size;
+		errno = 0;
+	}
+	return errno ? -errno : 0;
+}
+
+static void add_tally(struct reap_result *res, const struct tally *t)
+{
+	res->files += t->files;
+	res->bytes += t->bytes;
+}
+
+static void skip_foreign(struct reap_result *res, const struct tally *t)
+{
+	set_reason(res, REAP_SKIPPED, "it contains %s", t->first_foreign);
+}
+
+/* Put the cache back under its own name; say where it is if we cannot. */
+static void restore(int parent_fd, const char *tmp, const char *name,
+		    struct reap_result *res)
+{
+	size_t len;
+
+	if (renameat2(parent_fd, tmp, parent_fd, name, RENAME_NOREPLACE) == 0)
+		return;
+	len = strlen(res->reason);
+	snprintf(res->reason + len, sizeof(res->reason) - len,
+		 " (kept as %s)", tmp);
+}
+
+static bool same_inode(int parent_fd, const char *name, const struct stat *want)
+{
+	struct stat st;
+
+	if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	return st.st_dev == want->st_dev && st.st_ino == want->st_ino;
+}
+
+/*
+ * Empty the renamed cache through its fd, then rmdir it by its temporary
+ * name. A writer that resolved the old path before the rename may still land
+ * a file: list again until rmdir succeeds. rmdir cannot lose data.
+ */
+static int empty_and_remove(DIR *dir, int parent_fd, const char *tmp,
+			    const char *name, struct reap_result *res)
+{
+	struct tally t;
+
+	for (int i = 0; i < EVICT_TRIES; i++) {
+		int r = scan_pass(dir, true, &t);
+
+		add_tally(res, &t);
+		if (r == 0 && t.foreign) {
+			skip_foreign(res, &t);
+			restore(parent_fd, tmp, name, res);
+			return 0;
+		}
+		if (r < 0 && r != -ENOENT) {
+			restore(parent_fd, tmp, name, res);
+			return r;
+		}
+		if (unlinkat(parent_fd, tmp, AT_REMOVEDIR) == 0) {
+			res->outcome = REAP_REMOVED;
+			return 0;
+		}
+		if (errno != ENOTEMPTY && errno != EEXIST) {
+			r = -errno;
+			restore(parent_fd, tmp, name, res);
+			return r;
+		}
+	}
+	set_reason(res, REAP_SKIPPED, "%s", "it kept being refilled");
+	restore(parent_fd, tmp, name, res);
+	return 0;
+}
+
+/*
+ * Rename the cache out of the writers' way first: a CPython writer that
+ * opens "pkg/__pycache__/m.pyc.<id>" after this gets ENOENT, which import
+ * ignores, instead of refilling a directory we are emptying (FACTS.md).
+ */
+static int evict(DIR *dir, int parent_fd, const char *name,
+		 const struct stat *st, struct reap_result *res)
+{
+	char tmp[80];
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(tmp, sizeof(tmp), ".__pycache__.pycached-%ld-%ld",
+		 (long)getpid(), (long)ts.tv_nsec);
+	if (renameat2(parent_fd, name, parent_fd, tmp, RENAME_NOREPLACE) < 0) {
+		if (errno == ENOENT) {
+			res->outcome = REAP_GONE;
+			return 0;
+		}
+		return -errno;
+	}
+	/* Someone may have swapped the name between our open and the rename. */
+	if (!same_inode(parent_fd, tmp, st)) {
+		set_reason(res, REAP_SKIPPED, "%s", "it was replaced while being removed");
+		restore(parent_fd, tmp, name, res);
+		return 0;
+	}
+	return empty_and_remove(dir, parent_fd, tmp, name, res);
+}
+
+static int reap_dir(DIR *dir, int parent_fd, const char *name,
+		    const struct reap_policy *p, const struct stat *st,
+		    struct reap_result *res)
+{
+	struct tally t;
+	int r;
+
+	r = scan_pass(dir, false, &t);
+	if (r < 0)
+		return r;
+	if (p->observe) {
+		add_tally(res, &t);
+		if (t.foreign)
+			skip_foreign(res, &t);
+		else
+			res->outcome = REAP_WOULD_REMOVE;
+		return 0;
+	}
+	if (t.foreign) {
+		/* The directory stays for its foreign content; bytecode goes. */
+		r = scan_pass(dir, true, &t);
+		add_tally(res, &t);
+		skip_foreign(res, &t);
+		return r;
+	}
+	return evict(dir, parent_fd, name, st, res);
+}
+
+int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,
+		struct reap_result *res)
+{
+	struct stat st;
+	DIR *dir;
+	int fd, r;
+
+	memset(res, 0, sizeof(*res));
+	fd = openat(parent_fd, name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return explain_open_error(parent_fd, name, errno, res);
+	r = check_cache_dir(fd, p, res, &st);
+	if (r <= 0) {
+		close(fd);
+		return r;
+	}
+	dir = fdopendir(fd);
+	if (!dir) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	r = reap_dir(dir, parent_fd, name, p, &st, res);
+	closedir(dir);
+	return r;
+}

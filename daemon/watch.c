@@ -1,2 +1,846 @@
-/* placeholder until the module lands */
-typedef int watch_placeholder_t;
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "match.h"
+#include "reaper.h"
+#include "watch-internal.h"
+
+/* The slow rescan of directories whose watch the kernel refused. */
+#define UNWATCHED_RESCAN_MS 5000
+
+static void root_activate(struct watcher *w, struct root *r, bool reap,
+			  root_ready_cb cb, void *ud);
+static void on_rescan_timer(uv_timer_t *t);
+
+bool watch_excluded(const struct root *r, const char *name)
+{
+	const struct watch_settings *s = &r->w->settings;
+
+	return match_exclude(match_builtin_excludes, match_builtin_excludes_len,
+			     name) ||
+	       match_exclude((const char *const *)s->excludes, s->n_excludes, name) ||
+	       match_exclude((const char *const *)r->conf.excludes,
+			     r->conf.n_excludes, name);
+}
+
+static void hot_note(struct root *r, const struct dir *parent)
+{
+	struct hot_slot *min = &r->hot[0];
+
+	for (size_t i = 0; i < HOT_MAX; i++) {
+		if (r->hot[i].path && r->hot[i].ino == parent->ino) {
+			r->hot[i].count++;
+			return;
+		}
+		if (r->hot[i].count < min->count)
+			min = &r->hot[i];
+	}
+	free(min->path);
+	min->path = tree_path(parent, NULL);
+	min->ino = parent->ino;
+	min->count = min->path ? 1 : 0;
+}
+
+static void account(struct root *r, const struct dir *parent, const char *path,
+		    const struct reap_result *res)
+{
+	struct root_stats *s = &r->stats;
+
+	switch (res->outcome) {
+	case REAP_REMOVED:
+		s->caches_removed++;
+		s->files_removed += res->files;
+		s->bytes_reclaimed += res->bytes;
+		s->last_action = time(NULL);
+		hot_note(r, parent);
+		log_info("removed %s (%u files, %" PRIu64 " bytes)", path,
+			 res->files, res->bytes);
+		break;
+	case REAP_WOULD_REMOVE:
+		s->caches_would_remove++;
+		s->last_action = time(NULL);
+		log_info("would remove %s (%u files; observe mode)", path, res->files);
+		break;
+	case REAP_SKIPPED:
+		s->caches_skipped++;
+		s->files_removed += res->files;
+		s->bytes_reclaimed += res->bytes;
+		snprintf(s->last_skip, sizeof(s->last_skip), "%s: %s", path,
+			 res->reason);
+		log_warn("skipped %s: %s", path, res->reason);
+		break;
+	case REAP_GONE:
+		break;
+	}
+}
+
+void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
+		int parent_fd, const char *name)
+{
+	struct reap_policy pol = {
+		.uid = w->uid,
+		.mnt_id = r->mnt_id,
+		.observe = r->conf.mode == MODE_OBSERVE,
+	};
+	struct reap_result res;
+	char *path = tree_path(parent, name);
+	int err = reaper_reap(parent_fd, name, &pol, &res);
+
+	if (err < 0)
+		log_errno(err, "cannot remove %s", path ? path : name);
+	else
+		account(r, parent, path ? path : name, &res);
+	free(path);
+}
+
+static void reap_in(struct watcher *w, struct dir *parent, const char *name)
+{
+	int fd = tree_open(parent);
+
+	if (fd < 0) {
+		log_debug("cannot reopen a watched directory (%s): rescanning",
+			  strerror(-fd));
+		if (parent->root->fd >= 0)
+			watcher_sweep(w, parent->root, NULL, NULL);
+		return;
+	}
+	watch_reap(w, parent->root, parent, fd, name);
+	close(fd);
+}
+
+/* A directory appeared in parent (created, or moved in from elsewhere). */
+static void dir_appeared(struct watcher *w, struct dir *parent, const char *name)
+{
+	struct root *r = parent->root;
+	struct job *j;
+	int fd;
+
+	if (!strcmp(name, PYCACHE_NAME)) {
+		reap_in(w, parent, name);
+		return;
+	}
+	if (!strncmp(name, ".__pycache__.pycached-", 22) || watch_excluded(r, name))
+		return;
+	fd = tree_open(parent);
+	j = fd >= 0 ? crawl_job_new(w, r, true, false, NULL, NULL) : NULL;
+	if (!j) {
+		if (fd >= 0)
+			close(fd);
+		watcher_sweep(w, r, NULL, NULL);
+		return;
+	}
+	if (crawl_push(w, j, parent, fd, name) < 0)
+		watch_job_done(w, j);
+	crawl_start(w);
+}
+
+/* A subtree moved into another root: counters and the unwatched list follow. */
+void watch_move_to_root(struct watcher *w, struct dir *top, struct root *to)
+{
+	for (struct dir *c = top; c; c = tree_next(c, top, false)) {
+		if (c->flags & DIR_F_UNWATCHED) {
+			watch_unwatched_del(w, c);
+			c->root = to;
+			watch_unwatched_add(w, c);
+			continue;
+		}
+		if (c->wd >= 0) {
+			c->root->stats.dirs_watched--;
+			to->stats.dirs_watched++;
+		}
+		c->root = to;
+	}
+}
+
+static void moved_to(struct watcher *w, struct dir *parent, const char *name,
+		     uint32_t cookie)
+{
+	struct dir *d = w->move.node;
+
+	if (!d || w->move.cookie != cookie) {
+		dir_appeared(w, parent, name);
+		return;
+	}
+	w->move.node = NULL;
+	if (!strcmp(name, PYCACHE_NAME) || watch_excluded(parent->root, name)) {
+		tree_drop(w, d);
+		dir_appeared(w, parent, name);
+		return;
+	}
+	if (tree_rename(d, parent, name, &d) < 0) {
+		tree_drop(w, d);
+		dir_appeared(w, parent, name);
+	} else if (d->root != parent->root) {
+		/* Into another root: rescan it under that root's settings. */
+		watch_move_to_root(w, d, parent->root);
+		dir_appeared(w, parent, name);
+	}
+}
+
+/* An unpaired IN_MOVED_FROM: the subtree left every root. */
+static void resolve_move(struct watcher *w)
+{
+	if (!w->move.node)
+		return;
+	log_debug("%s moved out of its root: dropping its watches",
+		  w->move.node->name);
+	tree_drop(w, w->move.node);
+	w->move.node = NULL;
+}
+
+static void root_lost(struct watcher *w, struct root *r, const char *why)
+{
+	log_warn("root %s %s: waiting for it to come back", r->conf.path, why);
+	if (r->top)
+		tree_drop(w, r->top);
+	r->top = NULL;
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+	root_activate(w, r, true, NULL, NULL);
+}
+
+static void file_event(struct watcher *w, struct dir *d,
+		       const struct inotify_event *ev)
+{
+	if (!(ev->mask & (IN_CREATE | IN_MOVED_TO)))
+		return;
+	if (!strcmp(ev->name, PYCACHE_NAME)) {
+		reap_in(w, d, ev->name);
+	} else if (!strcmp(ev->name, "pyvenv.cfg") && d->parent &&
+		   w->settings.skip_venvs) {
+		log_debug("%s became a virtualenv: no longer watched", d->name);
+		tree_drop(w, d);
+	}
+}
+
+static void dir_event(struct watcher *w, struct dir *d,
+		      const struct inotify_event *ev)
+{
+	if (ev->mask & IN_CREATE) {
+		dir_appeared(w, d, ev->name);
+	} else if (ev->mask & IN_MOVED_FROM) {
+		resolve_move(w);
+		w->move.cookie = ev->cookie;
+		w->move.node = tree_find_child(d, ev->name);
+	} else if (ev->mask & IN_MOVED_TO) {
+		moved_to(w, d, ev->name, ev->cookie);
+	}
+}
+
+static void anchor_event(struct watcher *w, const struct inotify_event *ev)
+{
+	struct root *r, *next;
+
+	for (r = w->roots; r; r = next) {
+		next = r->next;
+		if (r->anchor_wd != ev->wd)
+			continue;
+		if (ev->len && r->anchor_next && strcmp(ev->name, r->anchor_next))
+			continue;
+		root_activate(w, r, true, NULL, NULL);
+	}
+}
+
+static void overflow(struct watcher *w)
+{
+	w->stats.overflows++;
+	log_warn("the inotify queue overflowed: rescanning every root");
+	w->move.node = NULL;
+	for (struct root *r = w->roots; r; r = r->next) {
+		if (r->fd >= 0)
+			watcher_sweep(w, r, NULL, NULL);
+		else
+			root_activate(w, r, true, NULL, NULL);
+	}
+}
+
+static void on_event(struct watcher *w, const struct inotify_event *ev)
+{
+	struct dir *d;
+
+	if (ev->mask & IN_Q_OVERFLOW) {
+		overflow(w);
+		return;
+	}
+	d = tree_table_find(w, ev->wd);
+	if (!d) {
+		anchor_event(w, ev);
+		return;
+	}
+	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED)) {
+		if (!d->parent)
+			root_lost(w, d->root, ev->mask & IN_MOVE_SELF ?
+				  "was moved away" : "was removed");
+		else if (!(ev->mask & IN_MOVE_SELF))
+			tree_drop(w, d);
+		return;
+	}
+	if (!ev->len)
+		return;
+	if (ev->mask & IN_ISDIR)
+		dir_event(w, d, ev);
+	else
+		file_event(w, d, ev);
+}
+
+static void on_readable(uv_poll_t *h, int status, int events)
+{
+	struct watcher *w = h->data;
+	char buf[64 * 1024]
+		__attribute__((aligned(__alignof__(struct inotify_event))));
+
+	for (;;) {
+		ssize_t n = read(w->fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *ev = (const void *)p;
+
+			on_event(w, ev);
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+	/* The queue is drained: a MOVED_FROM without its MOVED_TO left us. */
+	resolve_move(w);
+	crawl_start(w);
+}
+
+/* --- roots ------------------------------------------------------------- */
+
+static bool root_shares_wd(const struct watcher *w, const struct root *r, int wd)
+{
+	for (const struct root *o = w->roots; o; o = o->next)
+		if (o != r && o->anchor_wd == wd)
+			return true;
+	return false;
+}
+
+static void anchor_release(struct watcher *w, struct root *r)
+{
+	if (r->anchor_wd >= 0 && !root_shares_wd(w, r, r->anchor_wd) &&
+	    !tree_table_find(w, r->anchor_wd))
+		inotify_rm_watch(w->fd, r->anchor_wd);
+	r->anchor_wd = -1;
+	free(r->anchor_next);
+	r->anchor_next = NULL;
+}
+
+/* Wait, without polling, for `next` to appear in the directory at fd. */
+static void anchor_set(struct watcher *w, struct root *r, int fd,
+		       const char *next)
+{
+	char proc[32];
+	int wd;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	wd = inotify_add_watch(w->fd, proc, ANCHOR_MASK | IN_MASK_ADD);
+	if (wd != r->anchor_wd)
+		anchor_release(w, r);
+	free(r->anchor_next);
+	r->anchor_wd = wd;
+	r->anchor_next = strdup(next);
+	if (wd < 0)
+		log_errno(-errno, "cannot wait for root %s to appear", r->conf.path);
+}
+
+/*
+ * Open the root one component at a time with O_NOFOLLOW: a symlink anywhere
+ * on the way makes it missing. On failure *anchor is the deepest directory
+ * reached and *next the name that was not there.
+ */
+static int open_root(const char *path, int *anchor, char *next, size_t next_len)
+{
+	char *copy = strdup(path), *save = NULL, *comp;
+	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), err = 0;
+
+	if (!copy || fd < 0) {
+		free(copy);
+		if (fd >= 0)
+			close(fd);
+		return -ENOMEM;
+	}
+	for (comp = strtok_r(copy, "/", &save); comp;
+	     comp = strtok_r(NULL, "/", &save)) {
+		int sub = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (sub < 0) {
+			err = -errno;
+			snprintf(next, next_len, "%s", comp);
+			break;
+		}
+		close(fd);
+		fd = sub;
+	}
+	free(copy);
+	if (err) {
+		*anchor = fd;
+		return err;
+	}
+	return fd;
+}
+
+static void set_state(struct root *r, enum root_state s, const char *reason)
+{
+	r->state = s;
+	snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
+}
+
+static void root_missing(struct watcher *w, struct root *r, int err, int anchor,
+			 const char *next)
+{
+	set_state(r, ROOT_MISSING, err == -ENOENT ? "it does not exist" :
+		  err == -ENOTDIR || err == -ELOOP ?
+		  "it is not a directory, or a symbolic link is on the way" :
+		  strerror(-err));
+	anchor_set(w, r, anchor, next);
+	close(anchor);
+}
+
+static void root_activate(struct watcher *w, struct root *r, bool reap,
+			  root_ready_cb cb, void *ud)
+{
+	char next[256] = "";
+	int anchor = -1, fd = open_root(r->conf.path, &anchor, next, sizeof(next));
+	uint64_t ino;
+	struct job *j;
+
+	if (fd < 0 && anchor >= 0) {
+		root_missing(w, r, fd, anchor, next);
+		if (cb)
+			cb(r, -ENOENT, ud);
+		return;
+	}
+	if (fd < 0 || reaper_fd_identity(fd, &r->mnt_id, &ino) < 0 ||
+	    !(j = crawl_job_new(w, r, reap, true, cb, ud))) {
+		if (fd >= 0)
+			close(fd);
+		set_state(r, ROOT_MISSING, "out of memory");
+		if (cb)
+			cb(r, -ENOMEM, ud);
+		return;
+	}
+	anchor_release(w, r);
+	r->fd = fd;
+	set_state(r, ROOT_CRAWLING, NULL);
+	if (crawl_push(w, j, NULL, -1, "") < 0)
+		watch_job_done(w, j);
+	crawl_start(w);
+}
+
+static bool root_has_jobs(const struct watcher *w, const struct root *r)
+{
+	for (const struct job *j = w->jobs; j; j = j->next)
+		if (j->root == r && j->pending)
+			return true;
+	return false;
+}
+
+/* After a whole-root rescan: nodes it did not meet are gone or moved out. */
+static void drop_stale(struct watcher *w, struct root *r, const struct job *j)
+{
+	struct dir *c = r->top ? r->top->child : NULL;
+
+	while (c) {
+		bool stale = (int32_t)(c->gen - j->gen) < 0;
+		struct dir *next = tree_next(c, r->top, stale);
+
+		if (stale)
+			tree_drop(w, c);
+		c = next;
+	}
+}
+
+static uint64_t read_max_watches(void)
+{
+	unsigned long long v = 0;
+	FILE *f = fopen("/proc/sys/fs/inotify/max_user_watches", "re");
+
+	if (f) {
+		if (fscanf(f, "%llu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v;
+}
+
+static void warn_unwatched(struct root *r)
+{
+	unsigned long long max = read_max_watches();
+
+	if (!r->n_unwatched) {
+		r->warned_unwatched = false;
+		return;
+	}
+	if (r->warned_unwatched)
+		return;
+	r->warned_unwatched = true;
+	log_warn("%s: %zu directories are not watched: the inotify watch limit "
+		 "is reached (fs.inotify.max_user_watches = %llu). Raise it with "
+		 "'sysctl fs.inotify.max_user_watches=%llu' (and a file in "
+		 "/etc/sysctl.d/ to keep it); until then they are rescanned "
+		 "every %d s", r->conf.path, r->n_unwatched, max,
+		 max ? max * 2 : 524288, UNWATCHED_RESCAN_MS / 1000);
+}
+
+void watch_job_done(struct watcher *w, struct job *j)
+{
+	struct root *r = j->root;
+	struct job **pp;
+
+	for (pp = &w->jobs; *pp != j; pp = &(*pp)->next)
+		;
+	*pp = j->next;
+	if (j->full && j->status == 0 && !root_has_jobs(w, r))
+		drop_stale(w, r, j);
+	if (r->fd >= 0 && !root_has_jobs(w, r)) {
+		set_state(r, r->n_unwatched ? ROOT_DEGRADED : ROOT_ACTIVE,
+			  r->n_unwatched ? "the inotify watch limit is reached" : NULL);
+		warn_unwatched(r);
+	}
+	if (j->cb)
+		j->cb(r, j->status, j->ud);
+	free(j);
+}
+
+/* --- directories the kernel would not watch ----------------------------- */
+
+static bool any_unwatched(const struct watcher *w)
+{
+	for (const struct root *r = w->roots; r; r = r->next)
+		if (r->n_unwatched)
+			return true;
+	return false;
+}
+
+void watch_unwatched_add(struct watcher *w, struct dir *d)
+{
+	struct root *r = d->root;
+
+	if (r->n_unwatched == r->cap_unwatched) {
+		size_t cap = r->cap_unwatched ? r->cap_unwatched * 2 : 64;
+		struct dir **a = realloc(r->unwatched, cap * sizeof(*a));
+
+		if (!a)
+			return;
+		r->unwatched = a;
+		r->cap_unwatched = cap;
+	}
+	r->unwatched[r->n_unwatched++] = d;
+	d->flags |= DIR_F_UNWATCHED;
+	r->stats.dirs_unwatched = r->n_unwatched;
+	if (!uv_is_active((uv_handle_t *)&w->rescan_timer))
+		uv_timer_start(&w->rescan_timer, on_rescan_timer,
+			       UNWATCHED_RESCAN_MS, UNWATCHED_RESCAN_MS);
+}
+
+void watch_unwatched_del(struct watcher *w, struct dir *d)
+{
+	struct root *r = d->root;
+
+	for (size_t i = 0; i < r->n_unwatched; i++) {
+		if (r->unwatched[i] != d)
+			continue;
+		r->unwatched[i] = r->unwatched[--r->n_unwatched];
+		break;
+	}
+	d->flags &= (uint16_t)~DIR_F_UNWATCHED;
+	r->stats.dirs_unwatched = r->n_unwatched;
+	if (!any_unwatched(w))
+		uv_timer_stop(&w->rescan_timer);
+}
+
+/* Bounded per tick: every pushed parent holds an fd until it is crawled. */
+#define RESCAN_BATCH 64
+
+static void rescan_unwatched(struct watcher *w, struct root *r)
+{
+	struct job *j = crawl_job_new(w, r, true, false, NULL, NULL);
+	size_t pushed = 0;
+
+	if (!j)
+		return;
+	for (size_t i = 0; i < r->n_unwatched && pushed < RESCAN_BATCH; i++) {
+		struct dir *u = r->unwatched[i];
+		int fd = -1;
+
+		/* A crawl from the topmost unwatched node covers those below. */
+		if (u->parent && (u->parent->flags & DIR_F_UNWATCHED))
+			continue;
+		if (u->parent && (fd = tree_open(u->parent)) < 0)
+			continue;
+		if (crawl_push(w, j, u->parent, fd, u->name) == 0)
+			pushed++;
+	}
+	if (!j->pending)
+		watch_job_done(w, j);
+}
+
+static void on_rescan_timer(uv_timer_t *t)
+{
+	struct watcher *w = t->data;
+
+	for (struct root *r = w->roots; r; r = r->next)
+		if (r->n_unwatched && r->fd >= 0)
+			rescan_unwatched(w, r);
+	crawl_start(w);
+}
+
+/* --- the watcher -------------------------------------------------------- */
+
+int watcher_new(uv_loop_t *loop, struct watcher **out)
+{
+	struct watcher *w = calloc(1, sizeof(*w));
+	int r;
+
+	if (!w)
+		return -ENOMEM;
+	w->loop = loop;
+	w->uid = geteuid();
+	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (w->fd < 0) {
+		r = -errno;
+		free(w);
+		return r;
+	}
+	uv_poll_init(loop, &w->poll, w->fd);
+	uv_idle_init(loop, &w->crawl_idle);
+	uv_timer_init(loop, &w->rescan_timer);
+	w->poll.data = w->crawl_idle.data = w->rescan_timer.data = w;
+	r = uv_poll_start(&w->poll, UV_READABLE, on_readable);
+	if (r < 0) {
+		watcher_destroy(w);
+		return r;
+	}
+	*out = w;
+	return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct watcher *w = h->data;
+
+	if (--w->closing > 0)
+		return;
+	close(w->fd);
+	free(w->table);
+	free(w);
+}
+
+void watcher_destroy(struct watcher *w)
+{
+	if (!w)
+		return;
+	while (w->roots)
+		watcher_remove_root(w, w->roots->conf.path);
+	w->closing = 3;
+	uv_close((uv_handle_t *)&w->poll, on_handle_closed);
+	uv_close((uv_handle_t *)&w->crawl_idle, on_handle_closed);
+	uv_close((uv_handle_t *)&w->rescan_timer, on_handle_closed);
+}
+
+void watcher_set_settings(struct watcher *w, const struct watch_settings *s)
+{
+	w->settings = *s;
+}
+
+void watcher_on_idle(struct watcher *w, watcher_idle_cb cb, void *ud)
+{
+	w->idle_cb = cb;
+	w->idle_ud = ud;
+}
+
+bool watcher_busy(const struct watcher *w)
+{
+	return w->stack != NULL;
+}
+
+static bool path_within(const char *outer, const char *inner)
+{
+	size_t n = strlen(outer);
+
+	return !strncmp(outer, inner, n) && (inner[n] == '/' || inner[n] == '\0');
+}
+
+static int conf_copy(struct root_conf *dst, const struct root_conf *src)
+{
+	*dst = *src;
+	dst->path = strdup(src->path);
+	dst->excludes = calloc(src->n_excludes + 1, sizeof(char *));
+	if (!dst->path || !dst->excludes)
+		goto fail;
+	for (size_t i = 0; i < src->n_excludes; i++)
+		if (!(dst->excludes[i] = strdup(src->excludes[i])))
+			goto fail;
+	return 0;
+fail:
+	for (size_t i = 0; dst->excludes && i < src->n_excludes; i++)
+		free(dst->excludes[i]);
+	free(dst->excludes);
+	free(dst->path);
+	return -ENOMEM;
+}
+
+int watcher_add_root(struct watcher *w, const struct root_conf *rc,
+		     root_ready_cb cb, void *ud)
+{
+	struct root *r;
+
+	for (r = w->roots; r; r = r->next) {
+		if (!strcmp(r->conf.path, rc->path))
+			return -EEXIST;
+		if (path_within(r->conf.path, rc->path) ||
+		    path_within(rc->path, r->conf.path))
+			return -EINVAL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	if (conf_copy(&r->conf, rc) < 0) {
+		free(r);
+		return -ENOMEM;
+	}
+	r->w = w;
+	r->fd = -1;
+	r->anchor_wd = -1;
+	r->next = w->roots;
+	w->roots = r;
+	root_activate(w, r, rc->sweep, cb, ud);
+	return 0;
+}
+
+int watcher_remove_root(struct watcher *w, const char *path)
+{
+	struct root **pp, *r;
+
+	for (pp = &w->roots; *pp && strcmp((*pp)->conf.path, path); pp = &(*pp)->next)
+		;
+	if (!(r = *pp))
+		return -ENOENT;
+	crawl_cancel_root(w, r);
+	if (r->top)
+		tree_drop(w, r->top);
+	anchor_release(w, r);
+	*pp = r->next;
+	if (r->fd >= 0)
+		close(r->fd);
+	for (size_t i = 0; i < HOT_MAX; i++)
+		free(r->hot[i].path);
+	for (size_t i = 0; i < r->conf.n_excludes; i++)
+		free(r->conf.excludes[i]);
+	free(r->conf.excludes);
+	free(r->conf.path);
+	free(r->unwatched);
+	free(r);
+	if (!any_unwatched(w))
+		uv_timer_stop(&w->rescan_timer);
+	return 0;
+}
+
+int watcher_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
+{
+	struct job *j;
+
+	if (r->fd < 0)
+		return -ENOENT;
+	j = crawl_job_new(w, r, true, true, cb, ud);
+	if (!j)
+		return -ENOMEM;
+	w->stats.rescans++;
+	if (crawl_push(w, j, NULL, -1, "") < 0)
+		watch_job_done(w, j);
+	crawl_start(w);
+	return 0;
+}
+
+struct root *watcher_find_root(struct watcher *w, const char *path)
+{
+	struct root *r;
+
+	for (r = w->roots; r && strcmp(r->conf.path, path); r = r->next)
+		;
+	return r;
+}
+
+struct root *watcher_next_root(struct watcher *w, struct root *prev)
+{
+	return prev ? prev->next : w->roots;
+}
+
+void watcher_get_stats(const struct watcher *w, struct watcher_stats *out)
+{
+	*out = w->stats;
+	out->max_watches = read_max_watches();
+}
+
+const char *root_path(const struct root *r)
+{
+	return r->conf.path;
+}
+
+enum mode root_mode(const struct root *r)
+{
+	return r->conf.mode;
+}
+
+const struct root_conf *root_conf(const struct root *r)
+{
+	return &r->conf;
+}
+
+enum root_state root_state(const struct root *r)
+{
+	return r->state;
+}
+
+const char *root_state_name(enum root_state s)
+{
+	static const char *const names[] = {
+		[ROOT_CRAWLING] = "crawling",
+		[ROOT_ACTIVE] = "active",
+		[ROOT_DEGRADED] = "degraded",
+		[ROOT_MISSING] = "missing",
+	};
+
+	return s <= ROOT_MISSING ? names[s] : "unknown";
+}
+
+const char *root_state_reason(const struct root *r)
+{
+	return r->reason[0] ? r->reason : NULL;
+}
+
+const struct root_stats *root_stats(const struct root *r)
+{
+	return &r->stats;
+}
+
+size_t root_hot_dirs(const struct root *r, struct hot_dir *out, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < HOT_MAX && n < max; i++) {
+		size_t k;
+
+		if (!r->hot[i].path || r->hot[i].count < 2)
+			continue;
+		/* Insertion sort, busiest first: HOT_MAX is tiny. */
+		for (k = n; k > 0 && out[k - 1].count < r->hot[i].count; k--)
+			out[k] = out[k - 1];
+		out[k].path = r->hot[i].path;
+		out[k].count = r->hot[i].count;
+		n++;
+	}
+	return n;
+}

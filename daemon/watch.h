@@ -71,14 +71,17 @@ void watcher_on_idle(struct watcher *w, watcher_idle_cb cb, void *ud);
 
 /*
  * Add a root (rc is copied). The crawl runs in slices on the loop; cb (may be
- * NULL) fires when it ends. -EEXIST if that path is already a root, -EINVAL
- * if it is nested in or contains another root.
+ * NULL) fires when it ends. When the root does not exist (or is a symlink)
+ * it is kept, waiting for it to appear, and cb runs with -ENOENT before this
+ * returns. -EEXIST if that path is already a root, -EINVAL if it is nested in
+ * or contains another root.
  */
 int watcher_add_root(struct watcher *w, const struct root_conf *rc,
 		     root_ready_cb cb, void *ud);
 /* Stop watching a root: -ENOENT when path is not one. */
 int watcher_remove_root(struct watcher *w, const char *path);
-/* Rescan (and reap, whatever `sweep` says) one root or, with NULL, all. */
+/* Rescan and reap one root, whatever `sweep` says; cb as for add. -ENOENT
+ * (and no cb) when the root is missing. */
 int watcher_sweep(struct watcher *w, struct root *root, root_ready_cb cb,
 		  void *ud);
 /* True while any crawl is pending. */

@@ -1,0 +1,47 @@
+/*
+ * The reaper removes one __pycache__ directory given a verified fd of the
+ * directory that holds it. It touches only regular files with bytecode names
+ * inside a directory that is really a directory, owned by the user, on the
+ * root's mount; everything else stays and is reported. Every action goes
+ * through directory fds: no path strings, no recursion. Any thread; no
+ * logging (the caller reports the result).
+ */
+#ifndef PYCACHED_REAPER_H
+#define PYCACHED_REAPER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum reap_outcome {
+	REAP_REMOVED,      /* the directory and its bytecode are gone */
+	REAP_WOULD_REMOVE, /* observe mode: everything checked, nothing touched */
+	REAP_SKIPPED,      /* left in place (reason says why); maybe emptied of bytecode */
+	REAP_GONE,         /* it vanished before we got to it */
+};
+
+struct reap_policy {
+	uid_t uid;           /* the owner a cache must have */
+	uint64_t mnt_id;     /* the root's mount (statx stx_mnt_id) */
+	bool observe;        /* decide, but touch nothing */
+};
+
+struct reap_result {
+	enum reap_outcome outcome;
+	unsigned files;      /* bytecode files removed (or that would be) */
+	uint64_t bytes;      /* their size, for files with no other link */
+	char reason[128];    /* why it was skipped */
+};
+
+/*
+ * Reap parent_fd/name. parent_fd may be an O_PATH fd. Returns 0 with *res
+ * filled (a skip is not an error), or -errno when a syscall failed in a way
+ * that says nothing about the cache (EIO, ENOMEM, EMFILE…).
+ */
+int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,
+		struct reap_result *res);
+
+/* statx() mount id and inode of fd; 0 or -errno. */
+int reaper_fd_identity(int fd, uint64_t *mnt_id, uint64_t *ino);
+
+#endif

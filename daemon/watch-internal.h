@@ -1,0 +1,163 @@
+/*
+ * Shared by watch.c (roots, inotify events), tree.c (directory nodes and the
+ * wd table) and crawl.c (watch-then-scan jobs). Not for other modules: they
+ * use watch.h. Loop thread only.
+ */
+#ifndef PYCACHED_WATCH_INTERNAL_H
+#define PYCACHED_WATCH_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/inotify.h>
+#include <uv.h>
+
+#include "watch.h"
+
+/* What every directory watch subscribes: no IN_MODIFY/IN_ATTRIB, no noise. */
+#define WATCH_MASK (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | \
+		    IN_MOVE_SELF | IN_ONLYDIR)
+/* What the nearest ancestor of a missing root subscribes. */
+#define ANCHOR_MASK (IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | \
+		     IN_ONLYDIR)
+
+#define DIR_F_HAS_REF 0x1u    /* a crawl dirref points here: see dirref_detach */
+#define DIR_F_UNWATCHED 0x2u  /* in root::unwatched: its watch was refused */
+
+/*
+ * A directory under a root. 64 bytes with its name: the node count is the
+ * directory count, so every field is paid 200,000 times.
+ */
+struct dir {
+	struct dir *parent;   /* NULL for a root's top */
+	struct dir *child;    /* first of struct dir::child list (next/prev) */
+	struct dir *next;
+	struct dir *prev;
+	struct root *root;
+	uint64_t ino;         /* the inode the watch was put on */
+	int wd;               /* -1: not watched (see root::unwatched) */
+	uint16_t flags;
+	uint32_t gen;         /* crawl generation that last visited it */
+	char name[];          /* "" for a root's top */
+};
+
+/* An open fd of a directory whose children are waiting to be crawled. */
+struct dirref {
+	struct dirref *next;  /* struct watcher::refs */
+	struct dirref *prev;
+	int fd;
+	unsigned refs;
+	struct dir *node;     /* NULL once the node was dropped */
+};
+
+/* One crawl: a root, a new subtree, a rescan or a sweep. */
+struct job {
+	struct job *next;     /* struct watcher::jobs */
+	struct root *root;
+	uint32_t gen;
+	bool reap;            /* reap caches found (sweep=no skips at root add) */
+	bool full;            /* a whole-root rescan: drop nodes it did not meet */
+	unsigned pending;     /* items of this job on the stack */
+	root_ready_cb cb;
+	void *ud;
+	int status;
+};
+
+/* One directory to open, watch and scan: parent->fd/name. */
+struct item {
+	struct item *next;    /* struct watcher::stack */
+	struct job *job;
+	struct dirref *parent; /* NULL for a root's top (opened from root->fd) */
+	char name[];
+};
+
+#define HOT_MAX 16
+
+struct hot_slot {
+	uint64_t ino;
+	uint64_t count;
+	char *path;
+};
+
+struct root {
+	struct root *next;    /* struct watcher::roots */
+	struct watcher *w;
+	struct root_conf conf;    /* owned copy */
+	int fd;               /* the root, O_RDONLY|O_DIRECTORY; -1 when missing */
+	uint64_t mnt_id;
+	struct dir *top;
+	enum root_state state;
+	char reason[160];
+	int anchor_wd;        /* watch on the nearest existing ancestor, or -1 */
+	char *anchor_next;    /* the name the anchor waits for, owned */
+	struct dir **unwatched;   /* nodes whose watch was refused */
+	size_t n_unwatched, cap_unwatched;
+	bool warned_unwatched;
+	struct root_stats stats;
+	struct hot_slot hot[HOT_MAX];
+};
+
+struct watcher {
+	uv_loop_t *loop;
+	int fd;                   /* inotify */
+	uv_poll_t poll;
+	uv_idle_t crawl_idle;     /* active only while the stack is not empty */
+	uv_timer_t rescan_timer;  /* active only while some directory is unwatched */
+	unsigned closing;         /* handles whose close callback is pending */
+	uid_t uid;
+	struct watch_settings settings;
+	struct root *roots;
+	struct dir **table;       /* wd -> node, open addressing, linear probing */
+	size_t table_cap, table_len;
+	struct item *stack;       /* LIFO: depth-first keeps few dirrefs open */
+	struct job *jobs;
+	struct dirref *refs;
+	uint32_t gen;
+	struct watcher_stats stats;
+	watcher_idle_cb idle_cb;
+	void *idle_ud;
+	struct { uint32_t cookie; struct dir *node; } move;  /* unpaired MOVED_FROM */
+};
+
+/* tree.c */
+int tree_table_insert(struct watcher *w, struct dir *d);
+struct dir *tree_table_find(const struct watcher *w, int wd);
+void tree_table_remove(struct watcher *w, struct dir *d);
+struct dir *tree_node_new(struct root *r, struct dir *parent, const char *name);
+struct dir *tree_find_child(const struct dir *parent, const char *name);
+int tree_rename(struct dir *d, struct dir *new_parent, const char *name,
+		struct dir **out);
+bool tree_is_ancestor(const struct dir *a, const struct dir *d);
+/* Pre-order successor of d within top's subtree, or NULL. */
+struct dir *tree_next(const struct dir *d, const struct dir *top,
+		      bool skip_children);
+/* Remove watches and free the subtree (d included); children first. */
+void tree_drop(struct watcher *w, struct dir *d);
+/* Open d by walking from its root's fd without following symlinks and check
+ * it is still the inode we watch. O_PATH fd or -errno (-ESTALE on mismatch). */
+int tree_open(const struct dir *d);
+/* "/root/path/a/b" of d (or of d/name when name != NULL); caller frees. */
+char *tree_path(const struct dir *d, const char *name);
+
+/* crawl.c */
+struct job *crawl_job_new(struct watcher *w, struct root *r, bool reap,
+			  bool full, root_ready_cb cb, void *ud);
+/* Queue parent_fd/name (parent_fd is taken over; -1 for the root's top). */
+int crawl_push(struct watcher *w, struct job *j, struct dir *parent,
+	       int parent_fd, const char *name);
+/* Run the stack for up to budget_ns (0: until empty). */
+void crawl_run(struct watcher *w, uint64_t budget_ns);
+void crawl_cancel_root(struct watcher *w, struct root *r);
+void crawl_start(struct watcher *w);
+void dirref_detach(struct watcher *w, struct dir *d);
+
+/* watch.c */
+void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
+		int parent_fd, const char *name);
+void watch_job_done(struct watcher *w, struct job *j);
+/* Keep root::unwatched (and the rescan timer) in step with DIR_F_UNWATCHED. */
+void watch_unwatched_add(struct watcher *w, struct dir *d);
+void watch_unwatched_del(struct watcher *w, struct dir *d);
+bool watch_excluded(const struct root *r, const char *name);
+void watch_move_to_root(struct watcher *w, struct dir *top, struct root *to);
+
+#endif
