@@ -151,6 +151,9 @@ void crawl_start(struct watcher *w);
 void dirref_detach(struct watcher *w, struct dir *d);
 
 /* watch.c */
+/* Handle a buffer of inotify events as read(2) returns them (tests feed
+ * synthetic ones). The caller resolves moves and starts the crawl. */
+void watch_dispatch(struct watcher *w, const void *buf, size_t len);
 void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
 		int parent_fd, const char *name);
 void watch_job_done(struct watcher *w, struct job *j);

@@ -292,6 +292,20 @@ static void on_event(struct watcher *w, const struct inotify_event *ev)
 		file_event(w, d, ev);
 }
 
+void watch_dispatch(struct watcher *w, const void *buf, size_t len)
+{
+	const char *p = buf, *end = p + len;
+
+	while (p + sizeof(struct inotify_event) <= end) {
+		const struct inotify_event *ev = (const void *)p;
+
+		if (p + sizeof(*ev) + ev->len > end)
+			break;
+		on_event(w, ev);
+		p += sizeof(*ev) + ev->len;
+	}
+}
+
 static void on_readable(uv_poll_t *h, int status, int events)
 {
 	struct watcher *w = h->data;
@@ -305,12 +319,7 @@ static void on_readable(uv_poll_t *h, int status, int events)
 			continue;
 		if (n <= 0)
 			break;
-		for (char *p = buf; p < buf + n;) {
-			const struct inotify_event *ev = (const void *)p;
-
-			on_event(w, ev);
-			p += sizeof(*ev) + ev->len;
-		}
+		watch_dispatch(w, buf, (size_t)n);
 	}
 	/* The queue is drained: a MOVED_FROM without its MOVED_TO left us. */
 	resolve_move(w);
