@@ -36,6 +36,46 @@ void daemon_notify_status(struct daemon *d)
 	notify(buf);
 }
 
+/* STATUS= at most every few seconds, and only after something happened:
+ * a one-shot timer, so an idle daemon has no timer at all. */
+#define STATUS_INTERVAL_MS 2000
+
+static void on_status_timer(uv_timer_t *t)
+{
+	daemon_notify_status(t->data);
+}
+
+static void on_watcher_activity(struct watcher *w, void *ud)
+{
+	struct daemon *d = ud;
+
+	if (!uv_is_active((uv_handle_t *)&d->status_timer))
+		uv_timer_start(&d->status_timer, on_status_timer,
+			       STATUS_INTERVAL_MS, 0);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+	notify("WATCHDOG=1");
+}
+
+/* Ping at half the interval systemd gave us; no timer when it gave none. */
+static void start_watchdog(struct daemon *d)
+{
+#ifdef HAVE_LIBSYSTEMD
+	uint64_t usec = 0;
+
+	if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
+		uint64_t ms = usec / 2000;
+
+		uv_timer_start(&d->watchdog, on_watchdog, ms, ms);
+		notify("WATCHDOG=1");
+	}
+#else
+	(void)d;
+#endif
+}
+
 static void send_ready(struct daemon *d)
 {
 	if (d->ready)
@@ -210,6 +250,11 @@ int daemon_init(struct daemon *d, uv_loop_t *loop)
 	if (r < 0)
 		return r;
 	watcher_on_idle(d->watcher, on_watcher_idle, d);
+	watcher_on_activity(d->watcher, on_watcher_activity, d);
+	uv_timer_init(loop, &d->watchdog);
+	uv_timer_init(loop, &d->status_timer);
+	d->watchdog.data = d->status_timer.data = d;
+	start_watchdog(d);
 	uv_signal_init(loop, &d->sig_term);
 	uv_signal_init(loop, &d->sig_int);
 	uv_signal_init(loop, &d->sig_hup);
@@ -232,6 +277,8 @@ void daemon_stop(struct daemon *d, int status)
 	uv_close((uv_handle_t *)&d->sig_term, NULL);
 	uv_close((uv_handle_t *)&d->sig_int, NULL);
 	uv_close((uv_handle_t *)&d->sig_hup, NULL);
+	uv_close((uv_handle_t *)&d->watchdog, NULL);
+	uv_close((uv_handle_t *)&d->status_timer, NULL);
 }
 
 void daemon_finish(struct daemon *d)

@@ -40,6 +40,8 @@ struct daemon {
 	uv_signal_t sig_term;
 	uv_signal_t sig_int;
 	uv_signal_t sig_hup;
+	uv_timer_t watchdog;        /* runs only when systemd asks for pings */
+	uv_timer_t status_timer;    /* one-shot: coalesces STATUS= updates */
 	uint64_t start_usec;        /* uv_hrtime()/1000 at start */
 	time_t start_time;
 	struct reload_result last_reload;

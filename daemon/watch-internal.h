@@ -115,6 +115,8 @@ struct watcher {
 	struct watcher_stats stats;
 	watcher_idle_cb idle_cb;
 	void *idle_ud;
+	watcher_idle_cb activity_cb;
+	void *activity_ud;
 	struct { uint32_t cookie; struct dir *node; } move;  /* unpaired MOVED_FROM */
 };
 

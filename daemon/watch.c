@@ -99,6 +99,8 @@ void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
 	else
 		account(r, parent, path ? path : name, &res);
 	free(path);
+	if (err == 0 && res.outcome != REAP_GONE && w->activity_cb)
+		w->activity_cb(w, w->activity_ud);
 }
 
 static void reap_in(struct watcher *w, struct dir *parent, const char *name)
@@ -668,6 +670,12 @@ void watcher_on_idle(struct watcher *w, watcher_idle_cb cb, void *ud)
 {
 	w->idle_cb = cb;
 	w->idle_ud = ud;
+}
+
+void watcher_on_activity(struct watcher *w, watcher_idle_cb cb, void *ud)
+{
+	w->activity_cb = cb;
+	w->activity_ud = ud;
 }
 
 bool watcher_busy(const struct watcher *w)

@@ -68,6 +68,8 @@ int watcher_new(uv_loop_t *loop, struct watcher **out);
 void watcher_destroy(struct watcher *w);
 void watcher_set_settings(struct watcher *w, const struct watch_settings *s);
 void watcher_on_idle(struct watcher *w, watcher_idle_cb cb, void *ud);
+/* Called after every cache removed, skipped or (observe) judged. */
+void watcher_on_activity(struct watcher *w, watcher_idle_cb cb, void *ud);
 
 /*
  * Add a root (rc is copied). The crawl runs in slices on the loop; cb (may be
