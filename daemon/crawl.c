@@ -78,11 +78,16 @@ static void dirref_put(struct watcher *w, struct dirref *ref)
 	free(ref);
 }
 
-void dirref_detach(struct watcher *w, struct dir *d)
+void dirref_retarget(struct watcher *w, struct dir *d, struct dir *to)
 {
 	for (struct dirref *ref = w->refs; ref; ref = ref->next)
 		if (ref->node == d)
-			ref->node = NULL;
+			ref->node = to;
+}
+
+void dirref_detach(struct watcher *w, struct dir *d)
+{
+	dirref_retarget(w, d, NULL);
 }
 
 static int push_item(struct watcher *w, struct job *j, struct dirref *ref,

@@ -160,9 +160,9 @@ static void replace_node(struct watcher *w, struct dir *old, struct dir *n)
 	for (size_t i = 0; i < r->n_unwatched; i++)
 		if (r->unwatched[i] == old)
 			r->unwatched[i] = n;
+	/* Pending crawl items under it must follow it, not be dropped. */
 	if (old->flags & DIR_F_HAS_REF)
-		dirref_detach(w, old);
-	n->flags &= (uint16_t)~DIR_F_HAS_REF;
+		dirref_retarget(w, old, n);
 	if (w->move.node == old)
 		w->move.node = n;
 }

@@ -150,6 +150,8 @@ int crawl_push(struct watcher *w, struct job *j, struct dir *parent,
 void crawl_run(struct watcher *w, uint64_t budget_ns);
 void crawl_cancel_root(struct watcher *w, struct root *r);
 void crawl_start(struct watcher *w);
+/* A node dropped (to NULL) or moved to a new allocation. */
+void dirref_retarget(struct watcher *w, struct dir *d, struct dir *to);
 void dirref_detach(struct watcher *w, struct dir *d);
 
 /* watch.c */
