@@ -230,7 +230,7 @@ static struct dir *attach(struct watcher *w, struct job *j, struct dir *parent,
 	return d;
 }
 
-static bool is_dir_entry(int fd, const struct dirent *de)
+static bool is_dir_entry(int fd, const struct dirent64 *de)
 {
 	struct stat st;
 
@@ -259,25 +259,26 @@ static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 	struct root *r = j->root;
 	struct dirref *ref = NULL;
 	bool pycache = false, venv = false;
-	struct dirent *de;
-	DIR *dir = fdopendir(dup(fd));
+	ssize_t n;
 
-	if (!dir) {
-		close(fd);
-		return;
-	}
-	while ((de = readdir(dir))) {
-		if (!strcmp(de->d_name, PYCACHE_NAME)) {
-			pycache = true;
-		} else if (!strcmp(de->d_name, "pyvenv.cfg")) {
-			venv = w->settings.skip_venvs && d->parent;
-		} else if (!skip_name(r, de->d_name) && is_dir_entry(fd, de)) {
-			if (!ref && !(ref = dirref_new(w, fd, d)))
-				break;
-			push_item(w, j, ref, de->d_name);
+	/* getdents64 into one shared buffer: no DIR, no dup, no malloc per dir. */
+	while ((n = getdents64(fd, w->dents, DENTS_SIZE)) > 0) {
+		for (ssize_t off = 0; off < n;) {
+			const struct dirent64 *de = (const void *)(w->dents + off);
+
+			off += de->d_reclen;
+			if (!strcmp(de->d_name, PYCACHE_NAME)) {
+				pycache = true;
+			} else if (!strcmp(de->d_name, "pyvenv.cfg")) {
+				venv = w->settings.skip_venvs && d->parent;
+			} else if (!skip_name(r, de->d_name) && is_dir_entry(fd, de)) {
+				if (!ref && !(ref = dirref_new(w, fd, d)))
+					goto out;
+				push_item(w, j, ref, de->d_name);
+			}
 		}
 	}
-	closedir(dir);
+out:
 	if (pycache && j->reap && !venv)
 		watch_reap(w, r, d, fd, PYCACHE_NAME);
 	if (venv) {

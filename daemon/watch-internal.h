@@ -71,6 +71,7 @@ struct item {
 };
 
 #define HOT_MAX 16
+#define DENTS_SIZE (32 * 1024)
 
 struct hot_slot {
 	uint64_t ino;
@@ -108,6 +109,7 @@ struct watcher {
 	struct root *roots;
 	struct dir **table;       /* wd -> node, open addressing, linear probing */
 	size_t table_cap, table_len;
+	char *dents;              /* DENTS_SIZE bytes for getdents64 */
 	struct item *stack;       /* LIFO: depth-first keeps few dirrefs open */
 	struct job *jobs;
 	struct dirref *refs;

@@ -619,9 +619,15 @@ int watcher_new(uv_loop_t *loop, struct watcher **out)
 		return -ENOMEM;
 	w->loop = loop;
 	w->uid = geteuid();
+	w->dents = malloc(DENTS_SIZE);
+	if (!w->dents) {
+		free(w);
+		return -ENOMEM;
+	}
 	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (w->fd < 0) {
 		r = -errno;
+		free(w->dents);
 		free(w);
 		return r;
 	}
@@ -645,6 +651,7 @@ static void on_handle_closed(uv_handle_t *h)
 	if (--w->closing > 0)
 		return;
 	close(w->fd);
+	free(w->dents);
 	free(w->table);
 	free(w);
 }
