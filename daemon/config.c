@@ -1,2 +1,840 @@
-/* placeholder until the module lands */
-typedef int config_placeholder_t;
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+
+/*
+ * Longest line accepted, without its '\n'. Debian's libinih 55 reads into a
+ * fixed 200-byte buffer: a longer line is split and its tail handed to the
+ * handler as a phantom "key = value", so we refuse it before inih sees it.
+ */
+#define LINE_MAX_BYTES 198
+
+/*
+ * Division of labour with inih: the reader below checks every physical line,
+ * owns the [section] headers (inih silently truncates section names to 49
+ * bytes, too short for root paths) and hands inih only "key = value" lines,
+ * every other line as an empty one. inih splits those lines into name and
+ * value and strips comments; on_key() judges them.
+ */
+
+enum key_id {
+	KEY_MODE,
+	KEY_SWEEP,
+	KEY_EXCLUDE,
+	KEY_SKIP_VENVS,
+	KEY_LOG_LEVEL,
+	KEY_COUNT,
+};
+
+enum section_kind {
+	SECTION_NONE,     /* before the first header */
+	SECTION_MAIN,
+	SECTION_ROOT,
+	SECTION_UNKNOWN,  /* a bad header, already reported: keys are ignored */
+};
+
+/* One [section] as it is read; applied to the config when it ends. */
+struct section {
+	enum section_kind kind;
+	bool commit;                      /* header valid and not a duplicate */
+	unsigned line;
+	unsigned key_line[KEY_COUNT];     /* where each key was set; 0: unset */
+	char title[LINE_MAX_BYTES + 1];   /* between the brackets */
+	char *path;                       /* canonical root path, owned */
+	enum mode mode;
+	bool sweep;
+	bool skip_venvs;
+	enum log_level log_level;
+	char **excludes;                  /* owned */
+	size_t n_excludes;
+};
+
+struct pending_root {
+	struct root_conf conf;
+	bool mode_set;   /* otherwise inherited from [pycached], once known */
+	bool sweep_set;
+};
+
+struct parser {
+	struct config *cfg;
+	const char *file;
+	FILE *in;
+	FILE *err;                /* may be NULL: count errors, print nothing */
+	char *buf;                /* getline's */
+	size_t buf_size;
+	unsigned line;            /* of the line last handed to inih */
+	unsigned n_errors;
+	int fatal;                /* -errno that stopped the parse */
+	unsigned main_line;       /* first [pycached] header, 0 before */
+	struct section sec;
+	struct pending_root *roots;
+	size_t n_roots;
+	size_t roots_size;
+};
+
+struct key {
+	const char *name;
+	bool in_root;
+	int (*set)(struct parser *p, struct section *s, const char *value);
+};
+
+/* One "FILE:LINE: message" error; returns -EINVAL for the caller's use. */
+static int report(struct parser *p, unsigned line, const char *fmt, ...)
+	LOG_FORMAT(3, 4);
+
+static int report(struct parser *p, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	p->n_errors++;
+	if (!p->err)
+		return -EINVAL;
+	fprintf(p->err, "%s:%u: ", p->file, line);
+	va_start(ap, fmt);
+	vfprintf(p->err, fmt, ap);
+	va_end(ap);
+	fputc('\n', p->err);
+	return -EINVAL;
+}
+
+/* Errors that stop the parse: no line to blame, one message. */
+static void parser_fail(struct parser *p, int err, const char *what)
+{
+	if (p->fatal)
+		return;
+	p->fatal = err;
+	if (p->err)
+		fprintf(p->err, "%s: %s%s\n", p->file, what, strerror(-err));
+}
+
+static void free_strv(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static char *lskip(const char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	return (char *)s;
+}
+
+static void rstrip(char *s)
+{
+	size_t n = strlen(s);
+
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+}
+
+const char *mode_name(enum mode mode)
+{
+	switch (mode) {
+	case MODE_DELETE:
+		return "delete";
+	case MODE_OBSERVE:
+		return "observe";
+	case MODE_RELOCATE:
+		return "relocate";
+	}
+	return "unknown";
+}
+
+int mode_parse(const char *s, enum mode *out)
+{
+	static const enum mode modes[] = {
+		MODE_DELETE, MODE_OBSERVE, MODE_RELOCATE,
+	};
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		if (strcmp(s, mode_name(modes[i])) == 0) {
+			*out = modes[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int bool_parse(const char *s, bool *out)
+{
+	static const char *const words[][2] = {
+		{ "yes", "no" }, { "true", "false" }, { "on", "off" }, { "1", "0" },
+	};
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		for (size_t b = 0; b < 2; b++) {
+			if (strcmp(s, words[i][b]) == 0) {
+				*out = b == 0;
+				return 0;
+			}
+		}
+	}
+	return -EINVAL;
+}
+
+void config_init(struct config *cfg)
+{
+	*cfg = (struct config){
+		.mode = MODE_DELETE,
+		.sweep = true,
+		.skip_venvs = true,
+		.log_level = LOG_LEVEL_INFO,
+	};
+}
+
+static void root_conf_finish(struct root_conf *rc)
+{
+	free(rc->path);
+	free_strv(rc->excludes, rc->n_excludes);
+}
+
+void config_finish(struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_roots; i++)
+		root_conf_finish(&cfg->roots[i]);
+	free(cfg->roots);
+	free_strv(cfg->excludes, cfg->n_excludes);
+	free(cfg->file);
+	config_init(cfg);
+}
+
+int config_default_path(char **out)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME");
+	const char *home = getenv("HOME");
+	int n;
+
+	/* The XDG spec says to ignore a relative $XDG_CONFIG_HOME. */
+	if (xdg && xdg[0] == '/')
+		n = asprintf(out, "%s/pycached/pycached.conf", xdg);
+	else if (home && home[0] == '/')
+		n = asprintf(out, "%s/.config/pycached/pycached.conf", home);
+	else
+		return -ENOENT;
+	if (n < 0) {
+		*out = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* NULL with errno ENOENT when "~" needs an unset or empty $HOME. */
+char *config_expand_home(const char *path)
+{
+	const char *home;
+	char *out;
+
+	if (path[0] != '~' || (path[1] != '\0' && path[1] != '/'))
+		return strdup(path);
+	home = getenv("HOME");
+	if (!home || !home[0]) {
+		errno = ENOENT;
+		return NULL;
+	}
+	if (asprintf(&out, "%s%s", home, path + 1) < 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return out;
+}
+
+static int bad_value(struct parser *p, const char *key, const char *value,
+		     const char *allowed)
+{
+	return report(p, p->line, "bad value '%s' for %s: expected %s", value,
+		      key, allowed);
+}
+
+static int set_mode(struct parser *p, struct section *s, const char *value)
+{
+	if (mode_parse(value, &s->mode) < 0)
+		return bad_value(p, "mode", value, "delete, observe or relocate");
+	/* Parsed ahead of its implementation; drop this check with it. */
+	if (s->mode == MODE_RELOCATE)
+		return report(p, p->line, "mode 'relocate' is not supported yet");
+	return 0;
+}
+
+static const char bool_words[] = "yes, no, true, false, on, off, 1 or 0";
+
+static int set_sweep(struct parser *p, struct section *s, const char *value)
+{
+	if (bool_parse(value, &s->sweep) < 0)
+		return bad_value(p, "sweep", value, bool_words);
+	return 0;
+}
+
+static int set_skip_venvs(struct parser *p, struct section *s,
+			  const char *value)
+{
+	if (bool_parse(value, &s->skip_venvs) < 0)
+		return bad_value(p, "skip_venvs", value, bool_words);
+	return 0;
+}
+
+static int set_log_level(struct parser *p, struct section *s,
+			 const char *value)
+{
+	if (log_level_parse(value, &s->log_level) < 0)
+		return bad_value(p, "log_level", value,
+				 "error, warning, info or debug");
+	return 0;
+}
+
+static size_t count_words(const char *s)
+{
+	size_t n = 0;
+
+	while (*(s = lskip(s))) {
+		n++;
+		while (*s && !isspace((unsigned char)*s))
+			s++;
+	}
+	return n;
+}
+
+/* Whitespace-separated words into a new vector: 0 or -ENOMEM. */
+static int split_words(const char *s, char ***out, size_t *n_out)
+{
+	size_t n = count_words(s);
+	char **v = n ? calloc(n, sizeof(*v)) : NULL;
+
+	if (n && !v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		size_t len;
+
+		s = lskip(s);
+		for (len = 0; s[len] && !isspace((unsigned char)s[len]); len++)
+			;
+		v[i] = strndup(s, len);
+		if (!v[i]) {
+			free_strv(v, i);
+			return -ENOMEM;
+		}
+		s += len;
+	}
+	*out = v;
+	*n_out = n;
+	return 0;
+}
+
+static int set_exclude(struct parser *p, struct section *s, const char *value)
+{
+	int r = split_words(value, &s->excludes, &s->n_excludes);
+
+	if (r < 0)
+		return r;
+	/* The watcher matches globs against one directory name at a time. */
+	for (size_t i = 0; i < s->n_excludes; i++) {
+		if (strchr(s->excludes[i], '/')) {
+			report(p, p->line,
+			       "exclude glob '%s' contains '/': globs match a single directory name",
+			       s->excludes[i]);
+			r = -EINVAL;
+		}
+	}
+	return r;
+}
+
+static const struct key keys[KEY_COUNT] = {
+	[KEY_MODE] = { "mode", true, set_mode },
+	[KEY_SWEEP] = { "sweep", true, set_sweep },
+	[KEY_EXCLUDE] = { "exclude", true, set_exclude },
+	[KEY_SKIP_VENVS] = { "skip_venvs", false, set_skip_venvs },
+	[KEY_LOG_LEVEL] = { "log_level", false, set_log_level },
+};
+
+static int key_find(const char *name)
+{
+	for (int i = 0; i < KEY_COUNT; i++) {
+		if (strcmp(name, keys[i].name) == 0)
+			return i;
+	}
+	return -1;
+}
+
+static int unknown_key(struct parser *p, const char *name, int id)
+{
+	struct section *s = &p->sec;
+
+	if (s->kind == SECTION_MAIN)
+		return report(p, p->line,
+			      "unknown key '%s' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level",
+			      name);
+	if (id >= 0)
+		return report(p, p->line,
+			      "key '%s' is only allowed in [pycached], not in [%s]",
+			      name, s->title);
+	return report(p, p->line,
+		      "unknown key '%s' in [%s]; known keys: mode, sweep, exclude",
+		      name, s->title);
+}
+
+static int on_key(struct parser *p, const char *name, const char *value)
+{
+	struct section *s = &p->sec;
+	int id;
+
+	if (s->kind == SECTION_UNKNOWN)
+		return 0;
+	if (s->kind == SECTION_NONE)
+		return report(p, p->line,
+			      "key '%s' outside any section; put it under [pycached] or [root PATH]",
+			      name);
+	if (!name[0])
+		return report(p, p->line, "missing key name before '='");
+	id = key_find(name);
+	if (id < 0 || (s->kind == SECTION_ROOT && !keys[id].in_root))
+		return unknown_key(p, name, id);
+	if (s->key_line[id])
+		return report(p, p->line,
+			      "duplicate key '%s' in [%s] (first at line %u)",
+			      name, s->title, s->key_line[id]);
+	s->key_line[id] = p->line;
+	return keys[id].set(p, s, value);
+}
+
+/* The one place inih's "non-zero is success" convention is met. */
+static int ini_on_key(void *user, const char *section, const char *name,
+		      const char *value)
+{
+	struct parser *p = user;
+	int r = on_key(p, name, value);
+
+	if (r == -ENOMEM)
+		parser_fail(p, r, "");
+	return r == 0;
+}
+
+static void section_clear(struct section *s)
+{
+	free(s->path);
+	free_strv(s->excludes, s->n_excludes);
+	*s = (struct section){ .kind = SECTION_NONE };
+}
+
+static void commit_main(struct config *cfg, struct section *s)
+{
+	if (s->key_line[KEY_MODE])
+		cfg->mode = s->mode;
+	if (s->key_line[KEY_SWEEP])
+		cfg->sweep = s->sweep;
+	if (s->key_line[KEY_SKIP_VENVS])
+		cfg->skip_venvs = s->skip_venvs;
+	if (s->key_line[KEY_LOG_LEVEL])
+		cfg->log_level = s->log_level;
+	/* Only one [pycached] commits: a duplicate header is an error. */
+	free_strv(cfg->excludes, cfg->n_excludes);
+	cfg->excludes = s->excludes;
+	cfg->n_excludes = s->n_excludes;
+	s->excludes = NULL;
+	s->n_excludes = 0;
+}
+
+static int commit_root(struct parser *p, struct section *s)
+{
+	struct pending_root *pr;
+
+	if (p->n_roots == p->roots_size) {
+		size_t size = p->roots_size ? 2 * p->roots_size : 8;
+		void *roots = reallocarray(p->roots, size, sizeof(*p->roots));
+
+		if (!roots)
+			return -ENOMEM;
+		p->roots = roots;
+		p->roots_size = size;
+	}
+	pr = &p->roots[p->n_roots++];
+	*pr = (struct pending_root){
+		.conf = {
+			.path = s->path,
+			.mode = s->mode,
+			.sweep = s->sweep,
+			.excludes = s->excludes,
+			.n_excludes = s->n_excludes,
+			.line = s->line,
+		},
+		.mode_set = s->key_line[KEY_MODE] != 0,
+		.sweep_set = s->key_line[KEY_SWEEP] != 0,
+	};
+	s->path = NULL;
+	s->excludes = NULL;
+	s->n_excludes = 0;
+	return 0;
+}
+
+static void section_end(struct parser *p)
+{
+	struct section *s = &p->sec;
+	int r = 0;
+
+	if (s->commit && s->kind == SECTION_MAIN)
+		commit_main(p->cfg, s);
+	else if (s->commit && s->kind == SECTION_ROOT)
+		r = commit_root(p, s);
+	if (r < 0)
+		parser_fail(p, r, "");
+	section_clear(s);
+}
+
+static void section_begin(struct parser *p, enum section_kind kind)
+{
+	section_end(p);
+	p->sec.kind = kind;
+	p->sec.line = p->line;
+}
+
+static void main_header(struct parser *p)
+{
+	p->sec.kind = SECTION_MAIN;
+	if (p->main_line) {
+		report(p, p->line, "duplicate section [pycached] (first at line %u)",
+		       p->main_line);
+		return;
+	}
+	p->main_line = p->line;
+	p->sec.commit = true;
+}
+
+/* Expand "~" and canonicalise: 0, -EINVAL (reported) or -ENOMEM. */
+static int root_canonical(struct parser *p, const char *raw, char **out)
+{
+	char *path = config_expand_home(raw);
+	int r;
+
+	if (!path && errno == ENOMEM)
+		return -ENOMEM;
+	if (!path)
+		return report(p, p->line,
+			      "cannot expand '~' in '%s': $HOME is not set", raw);
+	if (path[0] != '/') {
+		r = report(p, p->line,
+			   "root '%s' is relative; use an absolute path or ~/",
+			   path);
+		free(path);
+		return r;
+	}
+	*out = realpath(path, NULL);
+	r = *out ? 0 : -errno;
+	free(path);
+	if (r == 0 || r == -ENOMEM)
+		return r;
+	if (r == -ENOENT)
+		return report(p, p->line, "root '%s' does not exist", raw);
+	return report(p, p->line, "root '%s': %s", raw, strerror(-r));
+}
+
+static bool path_inside(const char *child, const char *parent)
+{
+	size_t n = strlen(parent);
+
+	return strncmp(child, parent, n) == 0 && child[n] == '/';
+}
+
+/* Against the roots before it: the same directory, or one inside another. */
+static int root_conflicts(struct parser *p, const char *path)
+{
+	for (size_t i = 0; i < p->n_roots; i++) {
+		const struct root_conf *o = &p->roots[i].conf;
+		const char *how = path_inside(path, o->path) ? "is inside" :
+				  path_inside(o->path, path) ? "contains" :
+				  NULL;
+
+		if (strcmp(path, o->path) == 0)
+			return report(p, p->line,
+				      "duplicate root '%s' (first at line %u)",
+				      path, o->line);
+		if (how)
+			return report(p, p->line,
+				      "root '%s' %s root '%s' (line %u)", path,
+				      how, o->path, o->line);
+	}
+	return 0;
+}
+
+static int root_check(struct parser *p, const char *raw, const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return report(p, p->line, "root '%s': %s", raw,
+			      strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return report(p, p->line, "root '%s' is not a directory", raw);
+	if (strcmp(path, "/") == 0)
+		return report(p, p->line,
+			      "root '%s' is the whole file system ('/'); name a project directory",
+			      raw);
+	return root_conflicts(p, path);
+}
+
+static void root_header(struct parser *p, const char *raw)
+{
+	struct section *s = &p->sec;
+	int r;
+
+	s->kind = SECTION_ROOT;
+	if (!raw[0]) {
+		report(p, p->line, "missing path: expected [root PATH]");
+		return;
+	}
+	r = root_canonical(p, raw, &s->path);
+	if (r == -ENOMEM)
+		parser_fail(p, r, "");
+	if (r == 0 && root_check(p, raw, s->path) == 0)
+		s->commit = true;
+}
+
+static void section_header(struct parser *p, char *s)
+{
+	char *end = strchr(s, ']');
+	char *title;
+
+	section_begin(p, SECTION_UNKNOWN);
+	if (!end) {
+		report(p, p->line, "missing ']' in section header");
+		return;
+	}
+	title = lskip(end + 1);
+	if (*title && *title != ';')
+		report(p, p->line, "unexpected text after ']': '%s'", title);
+	*end = '\0';
+	title = lskip(s + 1);
+	rstrip(title);
+	/* Fits: the whole line is at most LINE_MAX_BYTES. */
+	strcpy(p->sec.title, title);
+	if (strcmp(title, "pycached") == 0)
+		main_header(p);
+	else if (strncmp(title, "root", 4) == 0 &&
+		 (!title[4] || isspace((unsigned char)title[4])))
+		root_header(p, lskip(title + 4));
+	else
+		report(p, p->line,
+		       "unknown section [%s]; expected [pycached] or [root PATH]",
+		       title);
+}
+
+static bool is_comment(char c)
+{
+	return c == ';' || c == '#';
+}
+
+/* inih's rule: the first '=' or ':' not inside a " ;" inline comment. */
+static bool has_separator(const char *s)
+{
+	bool was_space = false;
+
+	for (; *s; s++) {
+		if (*s == '=' || *s == ':')
+			return true;
+		if (was_space && *s == ';')
+			return false;
+		was_space = isspace((unsigned char)*s);
+	}
+	return false;
+}
+
+/* Physical problems inih would hide: 0 or -EINVAL (reported). */
+static int check_line(struct parser *p, const char *s, size_t len,
+		      size_t limit)
+{
+	const char *t = lskip(s);
+
+	if (len > limit)
+		return report(p, p->line,
+			      "line too long (%zu bytes, at most %zu)", len,
+			      limit);
+	if (memchr(s, '\0', len))
+		return report(p, p->line, "NUL byte in line");
+	/* inih appends an indented line to the previous key's value. */
+	if (t != s && *t && !is_comment(*t))
+		return report(p, p->line,
+			      "indented line: it would continue the previous value; remove the leading whitespace");
+	return 0;
+}
+
+/* What inih gets to see of this line: the line itself, or NULL for "". */
+static const char *line_filter(struct parser *p, char *s, size_t len,
+			       size_t limit)
+{
+	/* inih would skip a UTF-8 BOM, but only if it saw it. */
+	if (p->line == 1 && len >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0) {
+		s += 3;
+		len -= 3;
+	}
+	if (check_line(p, s, len, limit) < 0) {
+		/* Keys after a broken header belong to no known section. */
+		if (*lskip(s) == '[')
+			section_begin(p, SECTION_UNKNOWN);
+		return NULL;
+	}
+	s[len] = '\0';
+	rstrip(s);
+	/* Leading space left here means an indented comment. */
+	if (!s[0] || isspace((unsigned char)s[0]) || is_comment(s[0]))
+		return NULL;
+	if (s[0] == '[') {
+		section_header(p, s);
+		return NULL;
+	}
+	if (!has_separator(s)) {
+		report(p, p->line,
+		       "expected 'key = value', [pycached] or [root PATH]");
+		return NULL;
+	}
+	return s;
+}
+
+/* inih's reader: exactly one physical line per call, so p->line is exact. */
+static char *ini_read_line(char *str, int num, void *stream)
+{
+	struct parser *p = stream;
+	/* A build with a smaller buffer than Debian's lowers the limit. */
+	size_t limit = num >= LINE_MAX_BYTES + 2 ? LINE_MAX_BYTES :
+		       (size_t)num - 2;
+	const char *line;
+	ssize_t n;
+
+	if (p->fatal)
+		return NULL;
+	errno = 0;
+	n = getline(&p->buf, &p->buf_size, p->in);
+	if (n < 0) {
+		if (errno)
+			parser_fail(p, -errno, "cannot read: ");
+		return NULL;
+	}
+	p->line++;
+	if (n > 0 && p->buf[n - 1] == '\n')
+		n--;
+	line = line_filter(p, p->buf, (size_t)n, limit);
+	if (!line)
+		line = "";
+	/* Fits: line_filter() refused anything longer than limit. */
+	snprintf(str, (size_t)num, "%s\n", line);
+	return str;
+}
+
+/* Roots take [pycached]'s mode and sweep unless they set their own. */
+static int roots_resolve(struct parser *p)
+{
+	struct config *cfg = p->cfg;
+
+	if (!p->n_roots)
+		return 0;
+	cfg->roots = calloc(p->n_roots, sizeof(*cfg->roots));
+	if (!cfg->roots)
+		return -ENOMEM;
+	for (size_t i = 0; i < p->n_roots; i++) {
+		struct pending_root *pr = &p->roots[i];
+
+		if (!pr->mode_set)
+			pr->conf.mode = cfg->mode;
+		if (!pr->sweep_set)
+			pr->conf.sweep = cfg->sweep;
+		cfg->roots[i] = pr->conf;
+	}
+	cfg->n_roots = p->n_roots;
+	p->n_roots = 0;
+	return 0;
+}
+
+static void parser_finish(struct parser *p)
+{
+	section_clear(&p->sec);
+	for (size_t i = 0; i < p->n_roots; i++)
+		root_conf_finish(&p->roots[i].conf);
+	free(p->roots);
+	free(p->buf);
+}
+
+static int parse(struct parser *p)
+{
+	int line = ini_parse_stream(ini_read_line, p, ini_on_key, p);
+	int r;
+
+	if (!p->fatal)
+		section_end(p);
+	/* Only -2, out of memory, is possible from ini_parse_stream. */
+	if (line < 0)
+		parser_fail(p, -ENOMEM, "");
+	if (p->fatal)
+		return p->fatal;
+	/* Every line inih can reject was checked first: this is a safety net. */
+	if (line > 0 && !p->n_errors)
+		report(p, (unsigned)line, "syntax error");
+	if (p->n_errors)
+		return -EINVAL;
+	r = roots_resolve(p);
+	if (r < 0)
+		parser_fail(p, r, "");
+	return r;
+}
+
+/* *in is NULL (and 0 returned) when an implicit file does not exist. */
+static int config_open(const char *file, bool explicit_file, FILE *err,
+		       FILE **in)
+{
+	struct stat st;
+	/* O_NONBLOCK: a FIFO must not hang us before fstat rejects it. */
+	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	int r;
+
+	*in = NULL;
+	if (fd < 0 && errno == ENOENT && !explicit_file)
+		return 0;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		r = -errno;
+		if (err)
+			fprintf(err, "%s: cannot read: %s\n", file, strerror(-r));
+	} else if (!S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+		if (err)
+			fprintf(err, "%s: %s, not a regular file\n", file,
+				S_ISDIR(st.st_mode) ? "is a directory" :
+				"is a special file");
+	} else if (!(*in = fdopen(fd, "r"))) {
+		r = -errno;
+		if (err)
+			fprintf(err, "%s: %s\n", file, strerror(-r));
+	} else {
+		return 0;
+	}
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int config_load(struct config *cfg, const char *file, bool explicit_file,
+		FILE *err)
+{
+	struct parser p = { .cfg = cfg, .file = file, .err = err };
+	int r;
+
+	config_init(cfg);
+	r = config_open(file, explicit_file, err, &p.in);
+	if (r < 0 || !p.in)
+		return r;
+	r = parse(&p);
+	fclose(p.in);
+	parser_finish(&p);
+	if (r == 0 && !(cfg->file = strdup(file))) {
+		r = -ENOMEM;
+		if (err)
+			fprintf(err, "%s: %s\n", file, strerror(ENOMEM));
+	}
+	if (r < 0)
+		config_finish(cfg);
+	return r;
+}
