@@ -31,6 +31,8 @@ enum key_id {
 	KEY_EXCLUDE,
 	KEY_SKIP_VENVS,
 	KEY_LOG_LEVEL,
+	KEY_CACHE_DIR,
+	KEY_CACHE_MAX_SIZE,
 	KEY_COUNT,
 };
 
@@ -53,6 +55,8 @@ struct section {
 	bool sweep;
 	bool skip_venvs;
 	enum log_level log_level;
+	char *cache_dir;                  /* expanded, owned */
+	uint64_t cache_max_size;
 	char **excludes;                  /* owned */
 	size_t n_excludes;
 };
@@ -74,6 +78,7 @@ struct parser {
 	unsigned n_errors;
 	int fatal;                /* -errno that stopped the parse */
 	unsigned main_line;       /* first [pycached] header, 0 before */
+	unsigned cache_dir_line;  /* where cache_dir was set, 0: default */
 	struct section sec;
 	struct pending_root *roots;
 	size_t n_roots;
@@ -205,6 +210,7 @@ void config_finish(struct config *cfg)
 	free(cfg->roots);
 	free_strv(cfg->excludes, cfg->n_excludes);
 	free(cfg->file);
+	free(cfg->cache_dir);
 	config_init(cfg);
 }
 
@@ -259,9 +265,6 @@ static int set_mode(struct parser *p, struct section *s, const char *value)
 {
 	if (mode_parse(value, &s->mode) < 0)
 		return bad_value(p, "mode", value, "delete, observe or relocate");
-	/* Parsed ahead of its implementation; drop this check with it. */
-	if (s->mode == MODE_RELOCATE)
-		return report(p, p->line, "mode 'relocate' is not supported yet");
 	return 0;
 }
 
@@ -288,6 +291,65 @@ static int set_log_level(struct parser *p, struct section *s,
 	if (log_level_parse(value, &s->log_level) < 0)
 		return bad_value(p, "log_level", value,
 				 "error, warning, info or debug");
+	return 0;
+}
+
+static int set_cache_dir(struct parser *p, struct section *s,
+			 const char *value)
+{
+	char *path = config_expand_home(value);
+
+	if (!path && errno == ENOMEM)
+		return -ENOMEM;
+	if (!path || path[0] != '/') {
+		free(path);
+		return bad_value(p, "cache_dir", value,
+				 "an absolute path or one under '~/'");
+	}
+	free(s->cache_dir);
+	s->cache_dir = path;
+	p->cache_dir_line = p->line;
+	return 0;
+}
+
+/* "0", "unlimited", or a number with an optional K, M, G or T (x1024). */
+int config_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	unsigned long long v;
+	char *end;
+
+	if (!strcmp(s, "unlimited")) {
+		*out = 0;
+		return 0;
+	}
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	if (*end) {
+		const char *u = strchr(units, toupper((unsigned char)*end));
+
+		if (!u || !*u || (end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB")))
+			return -EINVAL;
+		for (long i = 0; i <= u - units; i++) {
+			if (v > UINT64_MAX / 1024)
+				return -EINVAL;
+			v *= 1024;
+		}
+	}
+	*out = v;
+	return 0;
+}
+
+static int set_cache_max_size(struct parser *p, struct section *s,
+			      const char *value)
+{
+	if (config_parse_size(value, &s->cache_max_size) < 0)
+		return bad_value(p, "cache_max_size", value,
+				 "a size such as 500M or 2G, or unlimited");
 	return 0;
 }
 
@@ -353,6 +415,8 @@ static const struct key keys[KEY_COUNT] = {
 	[KEY_EXCLUDE] = { "exclude", true, set_exclude },
 	[KEY_SKIP_VENVS] = { "skip_venvs", false, set_skip_venvs },
 	[KEY_LOG_LEVEL] = { "log_level", false, set_log_level },
+	[KEY_CACHE_DIR] = { "cache_dir", false, set_cache_dir },
+	[KEY_CACHE_MAX_SIZE] = { "cache_max_size", false, set_cache_max_size },
 };
 
 static int key_find(const char *name)
@@ -370,7 +434,7 @@ static int unknown_key(struct parser *p, const char *name, int id)
 
 	if (s->kind == SECTION_MAIN)
 		return report(p, p->line,
-			      "unknown key '%s' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level",
+			      "unknown key '%s' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level, cache_dir, cache_max_size",
 			      name);
 	if (id >= 0)
 		return report(p, p->line,
@@ -420,6 +484,7 @@ static int ini_on_key(void *user, const char *section, const char *name,
 static void section_clear(struct section *s)
 {
 	free(s->path);
+	free(s->cache_dir);
 	free_strv(s->excludes, s->n_excludes);
 	*s = (struct section){ .kind = SECTION_NONE };
 }
@@ -434,6 +499,13 @@ static void commit_main(struct config *cfg, struct section *s)
 		cfg->skip_venvs = s->skip_venvs;
 	if (s->key_line[KEY_LOG_LEVEL])
 		cfg->log_level = s->log_level;
+	if (s->key_line[KEY_CACHE_MAX_SIZE])
+		cfg->cache_max_size = s->cache_max_size;
+	if (s->cache_dir) {
+		free(cfg->cache_dir);
+		cfg->cache_dir = s->cache_dir;
+		s->cache_dir = NULL;
+	}
 	/* Only one [pycached] commits: a duplicate header is an error. */
 	free_strv(cfg->excludes, cfg->n_excludes);
 	cfg->excludes = s->excludes;
@@ -750,6 +822,90 @@ static int roots_resolve(struct parser *p)
 	return 0;
 }
 
+int config_default_cache_dir(char **out)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	int n;
+
+	if (xdg && xdg[0] == '/')
+		n = asprintf(out, "%s/pycached/prefix", xdg);
+	else if (home && home[0] == '/')
+		n = asprintf(out, "%s/.cache/pycached/prefix", home);
+	else
+		return -ENOENT;
+	if (n < 0) {
+		*out = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The prefix must be the user's own, and apart from every root. */
+static void cache_dir_check(struct parser *p, const char *dir, unsigned line)
+{
+	const struct config *cfg = p->cfg;
+	struct stat st;
+
+	for (size_t i = 0; i < cfg->n_roots; i++) {
+		const char *root = cfg->roots[i].path;
+		unsigned at = line ? line : cfg->roots[i].line;
+
+		if (!strcmp(dir, root) || path_inside(dir, root))
+			report(p, at, "cache_dir %s is inside root %s: choose a "
+			       "directory outside every root", dir, root);
+		else if (path_inside(root, dir))
+			report(p, at, "root %s is inside cache_dir %s", root, dir);
+	}
+	if (lstat(dir, &st) < 0)
+		return;
+	if (S_ISLNK(st.st_mode))
+		report(p, line, "cache_dir %s is a symbolic link; name the real "
+		       "directory", dir);
+	else if (!S_ISDIR(st.st_mode))
+		report(p, line, "cache_dir %s is not a directory", dir);
+	else if (st.st_uid != geteuid())
+		report(p, line, "cache_dir %s is owned by uid %u, not by you", dir,
+		       (unsigned)st.st_uid);
+	else if (st.st_mode & S_IWOTH)
+		report(p, line, "cache_dir %s is world-writable; use a private "
+		       "directory", dir);
+}
+
+static bool relocating(const struct config *cfg)
+{
+	if (cfg->mode == MODE_RELOCATE)
+		return true;
+	for (size_t i = 0; i < cfg->n_roots; i++)
+		if (cfg->roots[i].mode == MODE_RELOCATE)
+			return true;
+	return false;
+}
+
+/* Checked when it is named or used: a default nobody uses may sit anywhere. */
+static int cache_dir_resolve(struct parser *p)
+{
+	struct config *cfg = p->cfg;
+	char *real;
+	int r;
+
+	if (!cfg->cache_dir) {
+		r = config_default_cache_dir(&cfg->cache_dir);
+		if (r == -ENOMEM)
+			return r;
+	}
+	if (!cfg->cache_dir || (!p->cache_dir_line && !relocating(cfg)))
+		return 0;
+	/* Compare canonical paths when it exists; it may not yet. */
+	real = realpath(cfg->cache_dir, NULL);
+	if (real) {
+		free(cfg->cache_dir);
+		cfg->cache_dir = real;
+	}
+	cache_dir_check(p, cfg->cache_dir, p->cache_dir_line);
+	return p->n_errors ? -EINVAL : 0;
+}
+
 static void parser_finish(struct parser *p)
 {
 	section_clear(&p->sec);
@@ -777,7 +933,9 @@ static int parse(struct parser *p)
 	if (p->n_errors)
 		return -EINVAL;
 	r = roots_resolve(p);
-	if (r < 0)
+	if (r == 0)
+		r = cache_dir_resolve(p);
+	if (r == -ENOMEM)
 		parser_fail(p, r, "");
 	return r;
 }

@@ -8,6 +8,7 @@
 #define PYCACHED_CONFIG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "log.h"
@@ -35,6 +36,9 @@ struct config {
 	enum log_level log_level;
 	char **excludes;     /* [pycached] exclude, owned; built-ins not included */
 	size_t n_excludes;
+	char *cache_dir;     /* the relocation prefix, absolute, owned; never NULL
+	                        after a successful load (the XDG default) */
+	uint64_t cache_max_size;  /* bytes; 0: unlimited */
 	struct root_conf *roots;  /* owned array */
 	size_t n_roots;
 };
@@ -62,6 +66,14 @@ int config_load(struct config *cfg, const char *file, bool explicit_file,
 const char *mode_name(enum mode mode);
 /* "delete", "observe", "relocate" -> 0 or -EINVAL. */
 int mode_parse(const char *s, enum mode *out);
+
+/* "0", "unlimited", or a number with an optional K, M, G or T suffix
+ * (powers of 1024, optionally followed by B or iB). 0 or -EINVAL. */
+int config_parse_size(const char *s, uint64_t *out);
+
+/* $XDG_CACHE_HOME/pycached/prefix, or ~/.cache/pycached/prefix. Caller
+ * frees; 0 or -errno. */
+int config_default_cache_dir(char **out);
 
 /* Expand a leading "~/" (or a lone "~") with $HOME. Caller frees. */
 char *config_expand_home(const char *path);

@@ -1,14 +1,18 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #ifdef HAVE_LIBSYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
 
 #include "log.h"
+#include "relocate.h"
 #include "watch.h"
 
 static void notify(const char *msg)
@@ -141,6 +145,47 @@ static void on_root_ready(struct root *r, int status, void *ud)
 			 (unsigned long long)s->caches_removed);
 }
 
+static bool any_relocating(const struct config *cfg)
+{
+	if (cfg->mode == MODE_RELOCATE)
+		return true;
+	for (size_t i = 0; i < cfg->n_roots; i++)
+		if (cfg->roots[i].mode == MODE_RELOCATE)
+			return true;
+	return false;
+}
+
+/*
+ * (Re)open the relocation prefix, creating it as needed without following
+ * symlinks. Without it, relocating roots fall back to deleting, loudly.
+ */
+static void open_prefix(struct daemon *d)
+{
+	struct stat st;
+	int root, fd;
+
+	if (d->prefix_fd >= 0)
+		close(d->prefix_fd);
+	d->prefix_fd = -1;
+	if (!any_relocating(&d->cfg) || !d->cfg.cache_dir)
+		return;
+	root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fd = root < 0 ? -errno : relocate_open_dir(root, d->cfg.cache_dir);
+	if (root >= 0)
+		close(root);
+	if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_uid != geteuid() ||
+			(st.st_mode & S_IWOTH))) {
+		close(fd);
+		fd = -EPERM;
+	}
+	if (fd < 0) {
+		log_errno(fd, "cannot use the cache directory %s: relocating roots "
+			  "delete their caches instead", d->cfg.cache_dir);
+		return;
+	}
+	d->prefix_fd = fd;
+}
+
 int daemon_apply_roots(struct daemon *d)
 {
 	struct watch_settings ws = {
@@ -150,6 +195,8 @@ int daemon_apply_roots(struct daemon *d)
 	};
 	int ret = 0;
 
+	open_prefix(d);
+	ws.prefix_fd = d->prefix_fd;
 	watcher_set_settings(d->watcher, &ws);
 	drop_departed(d);
 	for (size_t i = 0; i < d->cfg.n_roots; i++) {
@@ -244,6 +291,7 @@ int daemon_init(struct daemon *d, uv_loop_t *loop)
 	int r;
 
 	d->loop = loop;
+	d->prefix_fd = -1;
 	d->start_usec = uv_hrtime() / 1000;
 	d->start_time = time(NULL);
 	r = watcher_new(loop, &d->watcher);
@@ -283,6 +331,9 @@ void daemon_stop(struct daemon *d, int status)
 
 void daemon_finish(struct daemon *d)
 {
+	if (d->prefix_fd >= 0)
+		close(d->prefix_fd);
+	d->prefix_fd = -1;
 	config_finish(&d->cfg);
 	free(d->config_file);
 	free(d->socket_path);

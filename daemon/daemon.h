@@ -37,6 +37,7 @@ struct daemon {
 	struct watcher *watcher;
 	struct server *server;      /* NULL before issue 4's server starts */
 	struct state *state;        /* roots added/removed at run time, or NULL */
+	int prefix_fd;              /* cfg.cache_dir (O_PATH) while a root relocates, or -1 */
 	uv_signal_t sig_term;
 	uv_signal_t sig_int;
 	uv_signal_t sig_hup;

@@ -152,7 +152,7 @@ static int run(struct daemon *d, const struct options *o)
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
-	struct daemon d = { 0 };
+	struct daemon d = { .prefix_fd = -1 };
 	int r;
 
 	log_init("pycached");

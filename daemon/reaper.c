@@ -11,12 +11,16 @@
 #include <unistd.h>
 
 #include "match.h"
+#include "relocate.h"
 
 /* How often to empty a cache that refills between our listing and rmdir. */
 #define EVICT_TRIES 5
 
 struct tally {
 	unsigned files;
+	unsigned relocated;
+	unsigned copied;
+	int relocate_error;
 	uint64_t bytes;
 	unsigned foreign;
 	char first_foreign[96];
@@ -124,11 +128,30 @@ static void note_foreign(struct tally *t, const char *name, mode_t mode)
  * regular file AND that has a bytecode name is counted or unlinked; the
  * d_type hint is not trusted. Returns 0 or -errno.
  */
-static int scan_pass(DIR *dir, bool remove_files, struct tally *t)
+static int dispose(int fd, const char *name, int dst_fd, struct tally *t)
+{
+	enum relocate_outcome how;
+	int r;
+
+	if (dst_fd >= 0 && relocate_worth_keeping(name)) {
+		r = relocate_file(fd, name, dst_fd, &how);
+		if (r == 0) {
+			t->relocated++;
+			t->copied += how == RELOCATE_COPIED;
+			return 0;
+		}
+		/* Bytecode is only ever a cache: when it cannot move, it goes. */
+		t->relocate_error = r;
+	}
+	return unlinkat(fd, name, 0) < 0 ? -errno : 0;
+}
+
+static int scan_pass(DIR *dir, bool remove_files, int dst_fd, struct tally *t)
 {
 	int fd = dirfd(dir);
 	struct dirent *de;
 	struct stat st;
+	int r;
 
 	memset(t, 0, sizeof(*t));
 	rewinddir(dir);
@@ -145,10 +168,10 @@ static int scan_pass(DIR *dir, bool remove_files, struct tally *t)
 			note_foreign(t, de->d_name, st.st_mode);
 			continue;
 		}
-		if (remove_files && unlinkat(fd, de->d_name, 0) < 0) {
-			if (errno == ENOENT)
+		if (remove_files && (r = dispose(fd, de->d_name, dst_fd, t)) < 0) {
+			if (r == -ENOENT)
 				continue;
-			return -errno;
+			return r;
 		}
 		t->files++;
 		if (st.st_nlink <= 1)
@@ -162,6 +185,10 @@ static void add_tally(struct reap_result *res, const struct tally *t)
 {
 	res->files += t->files;
 	res->bytes += t->bytes;
+	res->relocated += t->relocated;
+	res->copied += t->copied;
+	if (t->relocate_error)
+		res->relocate_error = t->relocate_error;
 }
 
 static void skip_foreign(struct reap_result *res, const struct tally *t)
@@ -197,12 +224,12 @@ static bool same_inode(int parent_fd, const char *name, const struct stat *want)
  * a file: list again until rmdir succeeds. rmdir cannot lose data.
  */
 static int empty_and_remove(DIR *dir, int parent_fd, const char *tmp,
-			    const char *name, struct reap_result *res)
+			    const char *name, int dst_fd, struct reap_result *res)
 {
 	struct tally t;
 
 	for (int i = 0; i < EVICT_TRIES; i++) {
-		int r = scan_pass(dir, true, &t);
+		int r = scan_pass(dir, true, dst_fd, &t);
 
 		add_tally(res, &t);
 		if (r == 0 && t.foreign) {
@@ -235,7 +262,7 @@ static int empty_and_remove(DIR *dir, int parent_fd, const char *tmp,
  * ignores, instead of refilling a directory we are emptying (FACTS.md).
  */
 static int evict(DIR *dir, int parent_fd, const char *name,
-		 const struct stat *st, struct reap_result *res)
+		 const struct stat *st, int dst_fd, struct reap_result *res)
 {
 	char tmp[80];
 	struct timespec ts;
@@ -256,7 +283,20 @@ static int evict(DIR *dir, int parent_fd, const char *name,
 		restore(parent_fd, tmp, name, res);
 		return 0;
 	}
-	return empty_and_remove(dir, parent_fd, tmp, name, res);
+	return empty_and_remove(dir, parent_fd, tmp, name, dst_fd, res);
+}
+
+/* The prefix directory to relocate into, or -1 to delete. */
+static int open_destination(const struct reap_policy *p, struct reap_result *res)
+{
+	int fd;
+
+	if (p->prefix_fd < 0 || !p->src_dir)
+		return -1;
+	fd = relocate_open_dir(p->prefix_fd, p->src_dir);
+	if (fd < 0)
+		res->relocate_error = fd;
+	return fd;
 }
 
 static int reap_dir(DIR *dir, int parent_fd, const char *name,
@@ -264,9 +304,9 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 		    struct reap_result *res)
 {
 	struct tally t;
-	int r;
+	int r, dst_fd;
 
-	r = scan_pass(dir, false, &t);
+	r = scan_pass(dir, false, -1, &t);
 	if (r < 0)
 		return r;
 	if (p->observe) {
@@ -277,14 +317,18 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 			res->outcome = REAP_WOULD_REMOVE;
 		return 0;
 	}
+	dst_fd = open_destination(p, res);
 	if (t.foreign) {
 		/* The directory stays for its foreign content; bytecode goes. */
-		r = scan_pass(dir, true, &t);
+		r = scan_pass(dir, true, dst_fd, &t);
 		add_tally(res, &t);
 		skip_foreign(res, &t);
-		return r;
+	} else {
+		r = evict(dir, parent_fd, name, st, dst_fd, res);
 	}
-	return evict(dir, parent_fd, name, st, res);
+	if (dst_fd >= 0)
+		close(dst_fd);
+	return r;
 }
 
 int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,

@@ -24,12 +24,17 @@ struct reap_policy {
 	uid_t uid;           /* the owner a cache must have */
 	uint64_t mnt_id;     /* the root's mount (statx stx_mnt_id) */
 	bool observe;        /* decide, but touch nothing */
+	int prefix_fd;       /* relocate into this PYTHONPYCACHEPREFIX tree; -1: delete */
+	const char *src_dir; /* absolute path of the cache's parent, for the prefix */
 };
 
 struct reap_result {
 	enum reap_outcome outcome;
 	unsigned files;      /* bytecode files removed (or that would be) */
 	uint64_t bytes;      /* their size, for files with no other link */
+	unsigned relocated;  /* of those, moved into the prefix (or already there) */
+	unsigned copied;     /* of those, copied across filesystems */
+	int relocate_error;  /* -errno when the prefix could not be used: deleted */
 	char reason[128];    /* why it was skipped */
 };
 

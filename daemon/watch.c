@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,10 +60,17 @@ static void account(struct root *r, const struct dir *parent, const char *path,
 		s->caches_removed++;
 		s->files_removed += res->files;
 		s->bytes_reclaimed += res->bytes;
+		s->caches_relocated += res->relocated > 0;
+		s->files_relocated += res->relocated;
 		s->last_action = time(NULL);
 		hot_note(r, parent);
-		log_info("removed %s (%u files, %" PRIu64 " bytes)", path,
-			 res->files, res->bytes);
+		if (res->relocated)
+			log_info("relocated %s (%u of %u files moved to the cache "
+				 "directory%s)", path, res->relocated, res->files,
+				 res->copied ? ", copied across filesystems" : "");
+		else
+			log_info("removed %s (%u files, %" PRIu64 " bytes)", path,
+				 res->files, res->bytes);
 		break;
 	case REAP_WOULD_REMOVE:
 		s->caches_would_remove++;
@@ -85,10 +93,14 @@ static void account(struct root *r, const struct dir *parent, const char *path,
 void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
 		int parent_fd, const char *name)
 {
+	bool relocate = r->conf.mode == MODE_RELOCATE && w->settings.prefix_fd >= 0;
+	char *src_dir = relocate ? tree_path(parent, NULL) : NULL;
 	struct reap_policy pol = {
 		.uid = w->uid,
 		.mnt_id = r->mnt_id,
 		.observe = r->conf.mode == MODE_OBSERVE,
+		.prefix_fd = src_dir ? w->settings.prefix_fd : -1,
+		.src_dir = src_dir,
 	};
 	struct reap_result res;
 	char *path = tree_path(parent, name);
@@ -98,6 +110,11 @@ void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
 		log_errno(err, "cannot remove %s", path ? path : name);
 	else
 		account(r, parent, path ? path : name, &res);
+	if (err == 0 && res.relocate_error)
+		log_errno(res.relocate_error, "cannot relocate the bytecode of %s "
+			  "into the cache directory; it was deleted instead",
+			  path ? path : name);
+	free(src_dir);
 	free(path);
 	if (err == 0 && res.outcome != REAP_GONE && w->activity_cb)
 		w->activity_cb(w, w->activity_ud);
@@ -419,6 +436,14 @@ static void root_missing(struct watcher *w, struct root *r, int err, int anchor,
 	close(anchor);
 }
 
+static bool same_device(int a, int b)
+{
+	struct stat sa, sb;
+
+	return b < 0 || (fstat(a, &sa) == 0 && fstat(b, &sb) == 0 &&
+			 sa.st_dev == sb.st_dev);
+}
+
 static void root_activate(struct watcher *w, struct root *r, bool reap,
 			  root_ready_cb cb, void *ud)
 {
@@ -444,6 +469,8 @@ static void root_activate(struct watcher *w, struct root *r, bool reap,
 	}
 	anchor_release(w, r);
 	r->fd = fd;
+	r->stats.pays_copy = r->conf.mode == MODE_RELOCATE &&
+			     !same_device(fd, w->settings.prefix_fd);
 	set_state(r, ROOT_CRAWLING, NULL);
 	if (crawl_push(w, j, NULL, -1, "") < 0)
 		watch_job_done(w, j);

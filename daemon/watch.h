@@ -33,6 +33,9 @@ struct root_stats {
 	uint64_t files_removed;        /* bytecode files unlinked */
 	uint64_t bytes_reclaimed;
 	uint64_t caches_would_remove;  /* observe mode */
+	uint64_t caches_relocated;     /* relocate mode: caches whose bytecode moved */
+	uint64_t files_relocated;
+	bool pays_copy;                /* the prefix is on another filesystem */
 	uint64_t caches_skipped;
 	char last_skip[SKIP_REASON_MAX];  /* "path: reason" of the latest skip */
 	time_t last_action;            /* wall clock of the latest reap, or 0 */
@@ -61,6 +64,7 @@ struct watch_settings {
 	bool skip_venvs;
 	char **excludes;        /* [pycached] exclude; borrowed from the config */
 	size_t n_excludes;
+	int prefix_fd;          /* the relocation prefix (O_PATH), borrowed; -1 */
 };
 
 int watcher_new(uv_loop_t *loop, struct watcher **out);

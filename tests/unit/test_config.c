@@ -433,10 +433,64 @@ static void test_bad_values(void **state)
 		":8: bad value '' for mode: expected delete, observe or relocate\n");
 }
 
-static void test_relocate_not_yet(void **state)
+static void test_relocate_cache_dir(void **state)
 {
-	expect_errors(*state, "[root @/a]\nmode = relocate\n",
-		      ":2: mode 'relocate' is not supported yet\n");
+	struct fx *fx = *state;
+	struct config cfg;
+	char *errs, *path;
+
+	make_dir(fx, "a/cache");
+	make_dir(fx, "wide");
+	make_dir(fx, "b");
+	path = expand(fx, "@/wide");
+	assert_int_equal(chmod(path, 0777), 0);
+	free(path);
+	assert_int_equal(load_text(fx, "[pycached]\ncache_dir = @/b\n"
+				   "cache_max_size = 500M\n[root @/a/cache]\n"
+				   "mode = relocate\n", &cfg, &errs), 0);
+	assert_string_equal(errs, "");
+	assert_int_equal(cfg.roots[0].mode, MODE_RELOCATE);
+	assert_int_equal(cfg.cache_max_size, 500ull << 20);
+	path = expand(fx, "@/b");
+	assert_string_equal(cfg.cache_dir, path);
+	free(path);
+	config_finish(&cfg);
+	free(errs);
+	expect_errors(fx, "[pycached]\ncache_dir = @/a/cache\n[root @/a]\n",
+		      ":2: cache_dir @/a/cache is inside root @/a: choose a "
+		      "directory outside every root\n");
+	expect_errors(fx, "[pycached]\ncache_dir = @/a\n[root @/a/cache]\n",
+		      ":2: root @/a/cache is inside cache_dir @/a\n");
+	expect_errors(fx, "[pycached]\ncache_dir = @/wide\n",
+		      ":2: cache_dir @/wide is world-writable; use a private "
+		      "directory\n");
+	expect_errors(fx, "[pycached]\ncache_dir = rel\ncache_max_size = 5Q\n",
+		      ":2: bad value 'rel' for cache_dir: expected an absolute "
+		      "path or one under '~/'\n"
+		      ":3: bad value '5Q' for cache_max_size: expected a size "
+		      "such as 500M or 2G, or unlimited\n");
+}
+
+static void test_sizes(void **state)
+{
+	uint64_t v;
+
+	assert_int_equal(config_parse_size("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(config_parse_size("unlimited", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(config_parse_size("1024", &v), 0);
+	assert_int_equal(v, 1024);
+	assert_int_equal(config_parse_size("2k", &v), 0);
+	assert_int_equal(v, 2048);
+	assert_int_equal(config_parse_size("3GiB", &v), 0);
+	assert_int_equal(v, 3ull << 30);
+	assert_int_equal(config_parse_size("1T", &v), 0);
+	assert_int_equal(v, 1ull << 40);
+	assert_int_equal(config_parse_size("-1", &v), -EINVAL);
+	assert_int_equal(config_parse_size("5X", &v), -EINVAL);
+	assert_int_equal(config_parse_size("5MM", &v), -EINVAL);
+	assert_int_equal(config_parse_size("99999999999T", &v), -EINVAL);
 }
 
 static void test_unknown_sections_and_keys(void **state)
@@ -453,7 +507,7 @@ static void test_unknown_sections_and_keys(void **state)
 		"Mode = delete\n"
 		"= x\n",
 		":1: key 'mode' outside any section; put it under [pycached] or [root PATH]\n"
-		":3: unknown key 'colour' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level\n"
+		":3: unknown key 'colour' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level, cache_dir, cache_max_size\n"
 		":4: unknown section [server]; expected [pycached] or [root PATH]\n"
 		":7: key 'log_level' is only allowed in [pycached], not in [root @/a]\n"
 		":8: unknown key 'frobnicate' in [root @/a]; known keys: mode, sweep, exclude\n"
@@ -574,7 +628,7 @@ static void test_long_line(void **state)
 		 "[pycached]\n; two\nexclude = %s\nbogus = 1\n", pad);
 	expect_errors(fx, text,
 		":3: line too long (250 bytes, at most 198)\n"
-		":4: unknown key 'bogus' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level\n");
+		":4: unknown key 'bogus' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level, cache_dir, cache_max_size\n");
 }
 
 static void test_line_limit_exact(void **state)
@@ -944,7 +998,8 @@ int main(void)
 		FX_TEST(test_example_conf),
 		FX_TEST(test_booleans),
 		FX_TEST(test_bad_values),
-		FX_TEST(test_relocate_not_yet),
+		FX_TEST(test_relocate_cache_dir),
+		cmocka_unit_test(test_sizes),
 		FX_TEST(test_unknown_sections_and_keys),
 		FX_TEST(test_duplicates),
 		FX_TEST(test_bad_roots),

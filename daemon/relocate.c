@@ -1,0 +1,175 @@
+#include "relocate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PYC_HEADER 16
+
+bool relocate_worth_keeping(const char *name)
+{
+	size_t len = strlen(name);
+
+	return len > 4 && (!strcmp(name + len - 4, ".pyc") ||
+			   !strcmp(name + len - 4, ".pyo"));
+}
+
+int relocate_open_dir(int prefix_fd, const char *src_dir)
+{
+	char *copy = strdup(src_dir), *save = NULL, *comp;
+	int fd = openat(prefix_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int err = 0;
+
+	if (!copy || fd < 0) {
+		err = !copy ? -ENOMEM : -errno;
+		goto out;
+	}
+	for (comp = strtok_r(copy, "/", &save); comp;
+	     comp = strtok_r(NULL, "/", &save)) {
+		int sub;
+
+		/* EEXIST is the common case; a symlink fails the openat below. */
+		if (mkdirat(fd, comp, 0777) < 0 && errno != EEXIST) {
+			err = -errno;
+			break;
+		}
+		sub = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0) {
+			err = errno == ENOTDIR ? -ELOOP : -errno;
+			break;
+		}
+		close(fd);
+		fd = sub;
+	}
+out:
+	free(copy);
+	if (err && fd >= 0)
+		close(fd);
+	return err ? err : fd;
+}
+
+static int read_header(int dir_fd, const char *name, unsigned char *h)
+{
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	n = pread(fd, h, PYC_HEADER, 0);
+	close(fd);
+	return n == PYC_HEADER ? 0 : -EINVAL;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+/*
+ * Does the prefix already hold this file, or a newer one? Timestamp pycs
+ * (flags 0) carry the source mtime at bytes 8..11: a larger one is newer.
+ * Anything unreadable or hash-based is replaced by the fresh file.
+ */
+static bool dst_is_current(int src_dir_fd, int dst_dir_fd, const char *name)
+{
+	unsigned char src[PYC_HEADER], dst[PYC_HEADER];
+
+	if (read_header(dst_dir_fd, name, dst) < 0 ||
+	    read_header(src_dir_fd, name, src) < 0)
+		return false;
+	if (memcmp(src, dst, 8) || le32(src + 4) != 0)
+		return false;
+	if (!memcmp(src, dst, PYC_HEADER))
+		return true;
+	return le32(dst + 8) > le32(src + 8);
+}
+
+static int copy_fd(int in, int out)
+{
+	char buf[64 * 1024];
+	ssize_t n;
+
+	while ((n = read(in, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(out, buf + off, (size_t)(n - off));
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return -errno;
+			off += w;
+		}
+	}
+	return n < 0 ? -errno : 0;
+}
+
+/* Copy under a temporary name, then rename: nothing half-written is seen. */
+static int copy_across(int src_dir_fd, const char *name, int dst_dir_fd)
+{
+	char tmp[300];
+	struct timespec ts;
+	struct stat st;
+	int in, out, r;
+
+	in = openat(src_dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (in < 0)
+		return -errno;
+	if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(in);
+		return -EINVAL;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(tmp, sizeof(tmp), ".%.200s.pycached-%ld-%ld", name,
+		 (long)getpid(), (long)ts.tv_nsec);
+	out = openat(dst_dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		     O_CLOEXEC, st.st_mode & 0666);
+	if (out < 0) {
+		r = -errno;
+		close(in);
+		return r;
+	}
+	r = copy_fd(in, out);
+	close(in);
+	if (close(out) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && renameat(dst_dir_fd, tmp, dst_dir_fd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dst_dir_fd, tmp, 0);
+	return r;
+}
+
+int relocate_file(int src_dir_fd, const char *name, int dst_dir_fd,
+		  enum relocate_outcome *out)
+{
+	int r;
+
+	if (dst_is_current(src_dir_fd, dst_dir_fd, name)) {
+		*out = RELOCATE_KEPT;
+	} else if (renameat(src_dir_fd, name, dst_dir_fd, name) == 0) {
+		*out = RELOCATE_MOVED;
+		return 0;
+	} else if (errno == EXDEV) {
+		r = copy_across(src_dir_fd, name, dst_dir_fd);
+		if (r < 0)
+			return r;
+		*out = RELOCATE_COPIED;
+	} else {
+		return -errno;
+	}
+	if (unlinkat(src_dir_fd, name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
