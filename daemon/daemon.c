@@ -12,6 +12,7 @@
 #endif
 
 #include "log.h"
+#include "prefix.h"
 #include "relocate.h"
 #include "watch.h"
 
@@ -49,10 +50,52 @@ static void on_status_timer(uv_timer_t *t)
 	daemon_notify_status(t->data);
 }
 
+static uint64_t bytes_relocated(struct daemon *d)
+{
+	uint64_t sum = 0;
+
+	for (struct root *r = watcher_next_root(d->watcher, NULL); r;
+	     r = watcher_next_root(d->watcher, r))
+		sum += root_stats(r)->bytes_relocated;
+	return sum;
+}
+
+/*
+ * The prefix is counted by a walk only when the running estimate (last count
+ * plus what was relocated since) passes the cap: between reaps this is a sum.
+ */
+void daemon_check_cache_size(struct daemon *d, bool recount)
+{
+	uint64_t moved = bytes_relocated(d), cap = d->cfg.cache_max_size;
+	struct prefix_result res;
+	int r;
+
+	if (!cap || d->prefix_fd < 0)
+		return;
+	if (!recount && d->prefix_bytes + (moved - d->relocated_mark) <= cap)
+		return;
+	r = prefix_evict(d->prefix_fd, cap, &res);
+	d->relocated_mark = moved;
+	if (r < 0) {
+		/* Do not walk again on every reap: wait for another cap's worth. */
+		d->prefix_bytes = 0;
+		if (r != -EPERM)
+			log_errno(r, "cannot evict from %s", d->cfg.cache_dir);
+		return;
+	}
+	d->prefix_bytes = res.bytes_left;
+	if (res.files_removed)
+		log_info("cache directory over cache_max_size: evicted %llu least "
+			 "recently used files (%llu bytes)",
+			 (unsigned long long)res.files_removed,
+			 (unsigned long long)res.bytes_removed);
+}
+
 static void on_watcher_activity(struct watcher *w, void *ud)
 {
 	struct daemon *d = ud;
 
+	daemon_check_cache_size(d, false);
 	if (!uv_is_active((uv_handle_t *)&d->status_timer))
 		uv_timer_start(&d->status_timer, on_status_timer,
 			       STATUS_INTERVAL_MS, 0);
@@ -184,6 +227,11 @@ static void open_prefix(struct daemon *d)
 		return;
 	}
 	d->prefix_fd = fd;
+	if (prefix_claim(fd) < 0)
+		log_warn("the cache directory %s is not empty and has no CACHEDIR.TAG: "
+			 "bytecode is relocated there, but prune and cache_max_size "
+			 "will not touch it", d->cfg.cache_dir);
+	daemon_check_cache_size(d, true);
 }
 
 int daemon_apply_roots(struct daemon *d)

@@ -38,6 +38,8 @@ struct daemon {
 	struct server *server;      /* NULL before issue 4's server starts */
 	struct state *state;        /* roots added/removed at run time, or NULL */
 	int prefix_fd;              /* cfg.cache_dir (O_PATH) while a root relocates, or -1 */
+	uint64_t prefix_bytes;      /* bytecode in the prefix at the last count */
+	uint64_t relocated_mark;    /* bytes relocated (all roots) at that count */
 	uv_signal_t sig_term;
 	uv_signal_t sig_int;
 	uv_signal_t sig_hup;
@@ -74,6 +76,9 @@ void daemon_finish(struct daemon *d);
 /* Start and stop the control server (control.c). 0 or an exit status. */
 int daemon_start_server(struct daemon *d, const char *socket_override);
 void daemon_stop_server(struct daemon *d);
+
+/* Evict from the prefix when cache_max_size is exceeded (cheap otherwise). */
+void daemon_check_cache_size(struct daemon *d, bool recount);
 
 /* sd_notify wrappers: no-ops without libsystemd or NOTIFY_SOCKET. */
 void daemon_notify_status(struct daemon *d);

@@ -20,7 +20,7 @@ bool relocate_worth_keeping(const char *name)
 			   !strcmp(name + len - 4, ".pyo"));
 }
 
-int relocate_open_dir(int prefix_fd, const char *src_dir)
+static int walk_dir(int prefix_fd, const char *src_dir, bool create)
 {
 	char *copy = strdup(src_dir), *save = NULL, *comp;
 	int fd = openat(prefix_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -35,7 +35,7 @@ int relocate_open_dir(int prefix_fd, const char *src_dir)
 		int sub;
 
 		/* EEXIST is the common case; a symlink fails the openat below. */
-		if (mkdirat(fd, comp, 0777) < 0 && errno != EEXIST) {
+		if (create && mkdirat(fd, comp, 0777) < 0 && errno != EEXIST) {
 			err = -errno;
 			break;
 		}
@@ -52,6 +52,16 @@ out:
 	if (err && fd >= 0)
 		close(fd);
 	return err ? err : fd;
+}
+
+int relocate_open_dir(int prefix_fd, const char *src_dir)
+{
+	return walk_dir(prefix_fd, src_dir, true);
+}
+
+int relocate_find_dir(int prefix_fd, const char *src_dir)
+{
+	return walk_dir(prefix_fd, src_dir, false);
 }
 
 static int read_header(int dir_fd, const char *name, unsigned char *h)

@@ -25,6 +25,9 @@ enum relocate_outcome {
  */
 int relocate_open_dir(int prefix_fd, const char *src_dir);
 
+/* Like relocate_open_dir, but never creates anything: -ENOENT instead. */
+int relocate_find_dir(int prefix_fd, const char *src_dir);
+
 /*
  * Move src_dir_fd/name, a regular bytecode file the caller verified, to
  * dst_dir_fd/name. 0 with *out set, or -errno with the source untouched.

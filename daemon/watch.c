@@ -62,6 +62,7 @@ static void account(struct root *r, const struct dir *parent, const char *path,
 		s->bytes_reclaimed += res->bytes;
 		s->caches_relocated += res->relocated > 0;
 		s->files_relocated += res->relocated;
+		s->bytes_relocated += res->relocated ? res->bytes : 0;
 		s->last_action = time(NULL);
 		hot_note(r, parent);
 		if (res->relocated)

@@ -35,6 +35,7 @@ struct root_stats {
 	uint64_t caches_would_remove;  /* observe mode */
 	uint64_t caches_relocated;     /* relocate mode: caches whose bytecode moved */
 	uint64_t files_relocated;
+	uint64_t bytes_relocated;
 	bool pays_copy;                /* the prefix is on another filesystem */
 	uint64_t caches_skipped;
 	char last_skip[SKIP_REASON_MAX];  /* "path: reason" of the latest skip */
