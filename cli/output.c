@@ -1,0 +1,375 @@
+#include "output.h"
+
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+/* Replies come from a daemon of possibly another version: absent is 0/NULL. */
+static uint64_t u64(struct json_object *o, const char *key)
+{
+	uint64_t v = 0;
+
+	proto_get_u64(o, key, &v);
+	return v;
+}
+
+static const char *str(struct json_object *o, const char *key)
+{
+	const char *s = NULL;
+
+	proto_get_str(o, key, &s);
+	return s;
+}
+
+static struct json_object *array(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_array))
+		return NULL;
+	return v;
+}
+
+void out_json(struct json_object *params)
+{
+	int flags = JSON_C_TO_STRING_NOSLASHESCAPE;
+
+	flags |= isatty(STDOUT_FILENO)
+			 ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED
+			 : JSON_C_TO_STRING_PLAIN;
+	puts(json_object_to_json_string_ext(params, flags));
+}
+
+void out_name(FILE *f, const char *name)
+{
+	/* Invalid UTF-8 as the daemon escapes it, then control characters. */
+	char *esc = proto_name_escape(name);
+
+	for (const unsigned char *p = (const unsigned char *)(esc ? esc : name);
+	     *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\x%02x", *p);
+		else
+			fputc(*p, f);
+	}
+	free(esc);
+}
+
+void out_size(char *buf, size_t len, uint64_t bytes)
+{
+	static const char *const units[] = { "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)bytes;
+	size_t u = 0;
+
+	if (bytes < 1024) {
+		snprintf(buf, len, "%" PRIu64 " B", bytes);
+		return;
+	}
+	for (v /= 1024; v >= 1024 && u < 3; u++)
+		v /= 1024;
+	snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+void out_duration(char *buf, size_t len, uint64_t sec)
+{
+	if (sec < 60)
+		snprintf(buf, len, "%" PRIu64 "s", sec);
+	else if (sec < 3600)
+		snprintf(buf, len, "%" PRIu64 "m %" PRIu64 "s", sec / 60,
+			 sec % 60);
+	else if (sec < 86400)
+		snprintf(buf, len, "%" PRIu64 "h %" PRIu64 "m", sec / 3600,
+			 sec % 3600 / 60);
+	else
+		snprintf(buf, len, "%" PRIu64 "d %" PRIu64 "h", sec / 86400,
+			 sec % 86400 / 3600);
+}
+
+static void ago(char *buf, size_t len, uint64_t when)
+{
+	time_t now = time(NULL);
+	char d[32];
+
+	if (when == 0) {
+		snprintf(buf, len, "never");
+		return;
+	}
+	out_duration(d, sizeof(d), (uint64_t)now > when ? (uint64_t)now - when : 0);
+	snprintf(buf, len, "%s ago", d);
+}
+
+static const char *plural(uint64_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
+static bool observing(struct json_object *root)
+{
+	const char *mode = str(root, "mode");
+
+	return mode && strcmp(mode, "observe") == 0;
+}
+
+/* "N caches removed (M files, SIZE)" or the observe-mode equivalent. */
+static void print_reaped(struct json_object *o, bool observe)
+{
+	char size[32];
+
+	if (observe) {
+		printf("%" PRIu64 " cache%s would be removed",
+		       u64(o, "caches_would_remove"),
+		       plural(u64(o, "caches_would_remove")));
+		return;
+	}
+	out_size(size, sizeof(size), u64(o, "bytes_reclaimed"));
+	printf("%" PRIu64 " cache%s removed (%" PRIu64 " file%s, %s)",
+	       u64(o, "caches_removed"), plural(u64(o, "caches_removed")),
+	       u64(o, "files_removed"), plural(u64(o, "files_removed")), size);
+	if (u64(o, "caches_relocated"))
+		printf(", %" PRIu64 " of them relocated", u64(o, "caches_relocated"));
+}
+
+void out_add(struct json_object *params)
+{
+	struct json_object *root;
+	const char *state, *reason;
+
+	if (!json_object_object_get_ex(params, "root", &root))
+		return;
+	state = str(root, "state");
+	reason = str(root, "reason");
+	printf("Watching ");
+	out_name(stdout, str(root, "path") ? str(root, "path") : "?");
+	printf(" (mode %s): %" PRIu64 " director%s, ",
+	       str(root, "mode") ? str(root, "mode") : "?",
+	       u64(root, "dirs_watched"),
+	       u64(root, "dirs_watched") == 1 ? "y" : "ies");
+	print_reaped(root, observing(root));
+	printf("\n");
+	if (state && strcmp(state, "active") != 0)
+		printf("  state: %s%s%s\n", state, reason ? ": " : "",
+		       reason ? reason : "");
+}
+
+static void print_hot_dirs(struct json_object *root)
+{
+	struct json_object *hot = array(root, "hot_dirs");
+	size_t n = hot ? json_object_array_length(hot) : 0;
+
+	if (n == 0)
+		return;
+	printf("  caches keep coming back in:\n");
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *h = json_object_array_get_idx(hot, i);
+
+		printf("    ");
+		out_name(stdout, str(h, "path") ? str(h, "path") : "?");
+		printf(" (%" PRIu64 " time%s)\n", u64(h, "count"),
+		       plural(u64(h, "count")));
+	}
+	printf("  hint: a program there runs without PYTHONPYCACHEPREFIX;"
+	       " see 'pycachectl help env'\n");
+}
+
+static void print_root(struct json_object *root)
+{
+	const char *reason = str(root, "reason"), *origin = str(root, "origin");
+	char when[48];
+
+	printf("\n");
+	out_name(stdout, str(root, "path") ? str(root, "path") : "?");
+	printf("  %s, mode %s", str(root, "state") ? str(root, "state") : "?",
+	       str(root, "mode") ? str(root, "mode") : "?");
+	if (origin && strcmp(origin, "config") == 0 && str(root, "config_file"))
+		printf(", from %s:%" PRIu64, str(root, "config_file"),
+		       u64(root, "config_line"));
+	else if (origin)
+		printf(", %s", strcmp(origin, "added") == 0 ?
+		       "added with pycachectl" : origin);
+	printf("\n");
+	if (reason)
+		printf("  why: %s\n", reason);
+	printf("  %" PRIu64 " directories watched", u64(root, "dirs_watched"));
+	if (u64(root, "dirs_unwatched"))
+		printf(", %" PRIu64 " not watched (rescanned instead)",
+		       u64(root, "dirs_unwatched"));
+	printf("\n  ");
+	print_reaped(root, observing(root));
+	ago(when, sizeof(when), u64(root, "last_action"));
+	printf(", last %s\n", when);
+	if (u64(root, "caches_relocated") && u64(root, "bytes_relocated")) {
+		char size[32];
+
+		out_size(size, sizeof(size), u64(root, "bytes_relocated"));
+		printf("  %s relocated%s\n", size,
+		       json_object_get_boolean(json_object_object_get(
+			       root, "pays_copy"))
+			       ? " (copied: the cache directory is on another "
+				 "filesystem)" : "");
+	}
+	if (u64(root, "caches_skipped")) {
+		printf("  %" PRIu64 " caches skipped", u64(root, "caches_skipped"));
+		if (str(root, "last_skip")) {
+			printf("; latest: ");
+			out_name(stdout, str(root, "last_skip"));
+		}
+		printf("\n");
+	}
+	print_hot_dirs(root);
+}
+
+static void print_daemon(struct json_object *p)
+{
+	struct json_object *reload;
+	char up[32];
+	uint64_t w = u64(p, "watches"), max = u64(p, "max_watches");
+
+	out_duration(up, sizeof(up), u64(p, "uptime_sec"));
+	printf("pycached %s, pid %" PRIu64 ", up %s, mode %s\n",
+	       str(p, "version") ? str(p, "version") : "?", u64(p, "pid"), up,
+	       str(p, "mode") ? str(p, "mode") : "?");
+	printf("config: %s\n",
+	       str(p, "config_file") ? str(p, "config_file") : "(none)");
+	if (str(p, "cache_dir")) {
+		char size[32];
+
+		out_size(size, sizeof(size), u64(p, "cache_bytes"));
+		printf("cache directory: %s (%s of bytecode)\n",
+		       str(p, "cache_dir"), size);
+	}
+	if (max)
+		printf("inotify watches: %" PRIu64 " of %" PRIu64 " (%.1f%%)",
+		       w, max, 100.0 * (double)w / (double)max);
+	else
+		printf("inotify watches: %" PRIu64, w);
+	printf(", %" PRIu64 " overflows, %" PRIu64 " rescans\n",
+	       u64(p, "overflows"), u64(p, "rescans"));
+	if (json_object_object_get_ex(p, "last_reload", &reload) &&
+	    json_object_is_type(reload, json_type_object)) {
+		bool ok = false;
+		char when[48];
+
+		proto_get_bool(reload, "ok", &ok);
+		ago(when, sizeof(when), u64(reload, "when"));
+		printf("last reload: %s, %s\n", when, ok ? "ok" : "failed");
+		if (!ok && str(reload, "errors"))
+			printf("%s", str(reload, "errors"));
+	}
+}
+
+void out_status(struct json_object *params)
+{
+	struct json_object *roots = array(params, "roots");
+	size_t n = roots ? json_object_array_length(roots) : 0;
+
+	print_daemon(params);
+	if (n == 0)
+		printf("\nNo roots are watched: add one with 'pycachectl add "
+		       "PATH'.\n");
+	for (size_t i = 0; i < n; i++)
+		print_root(json_object_array_get_idx(roots, i));
+}
+
+void out_sweep(struct json_object *params)
+{
+	struct json_object *roots = array(params, "roots");
+	size_t n = roots ? json_object_array_length(roots) : 0;
+
+	if (n == 0)
+		printf("No roots to sweep.\n");
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *r = json_object_array_get_idx(roots, i);
+
+		out_name(stdout, str(r, "path") ? str(r, "path") : "?");
+		printf(": ");
+		print_reaped(r, u64(r, "caches_would_remove") > 0);
+		printf("\n");
+	}
+}
+
+/* Single quotes for the shell; a ' inside becomes '\''. */
+static void print_quoted(const char *s)
+{
+	putchar('\'');
+	for (; *s; s++) {
+		if (*s == '\'')
+			fputs("'\\''", stdout);
+		else
+			putchar(*s);
+	}
+	putchar('\'');
+}
+
+void out_env(struct json_object *params)
+{
+	const char *prefix = str(params, "pycache_prefix");
+	const char *reason = str(params, "reason");
+
+	if (prefix) {
+		printf("export PYTHONPYCACHEPREFIX=");
+		print_quoted(prefix);
+		printf("\n");
+		return;
+	}
+	/* On stderr: eval "$(pycachectl env)" must get nothing to run. */
+	fprintf(stderr, "pycachectl: nothing to export: %s\n",
+		reason ? reason : "the daemon does not relocate caches");
+}
+
+static void print_error_params(const struct proto_reply *reply)
+{
+	fprintf(stderr, " %s", json_object_to_json_string_ext(
+		reply->params, JSON_C_TO_STRING_PLAIN |
+		JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+void out_error(const char *prog, const struct proto_reply *reply)
+{
+	struct json_object *p = reply->params;
+	const char *e = reply->error, *path = str(p, "path");
+
+	fprintf(stderr, "%s: ", prog);
+	if (path && strcmp(e, PROTO_E_CONFIG_ROOT) != 0) {
+		out_name(stderr, path);
+		fprintf(stderr, ": ");
+	}
+	if (strcmp(e, PROTO_E_NO_SUCH_ROOT) == 0)
+		fprintf(stderr, "not a watched root (see 'pycachectl list')");
+	else if (strcmp(e, PROTO_E_INVALID_PATH) == 0)
+		fprintf(stderr, "%s", str(p, "reason") ? str(p, "reason") : "invalid");
+	else if (strcmp(e, PROTO_E_ALREADY_ADDED) == 0)
+		fprintf(stderr, "already watched (%s)",
+			str(p, "origin") && strcmp(str(p, "origin"), "config") == 0
+				? "from the configuration file"
+				: "added with pycachectl add");
+	else if (strcmp(e, PROTO_E_ROOT_OVERLAP) == 0)
+		fprintf(stderr, "overlaps the watched root %s",
+			str(p, "other") ? str(p, "other") : "?");
+	else if (strcmp(e, PROTO_E_CONFIG_ROOT) == 0)
+		fprintf(stderr, "%s:%" PRIu64 ": this root comes from the "
+			"configuration file: remove it there, then run "
+			"'pycachectl reload'",
+			str(p, "file") ? str(p, "file") : "?", u64(p, "line"));
+	else if (strcmp(e, PROTO_E_CONFIG_ERROR) == 0)
+		fprintf(stderr, "the configuration has errors; nothing "
+			"changed:\n%s", str(p, "errors") ? str(p, "errors") : "");
+	else if (strcmp(e, PROTO_E_FAILED) == 0)
+		fprintf(stderr, "%s", str(p, "message") ? str(p, "message")
+							 : "failed");
+	else {
+		fprintf(stderr, "the daemon refused the request: %s", e);
+		print_error_params(reply);
+	}
+	/* The config errors are lines already, ending in a newline. */
+	if (strcmp(e, PROTO_E_CONFIG_ERROR) != 0 || !str(p, "errors") ||
+	    !*str(p, "errors") ||
+	    str(p, "errors")[strlen(str(p, "errors")) - 1] != '\n')
+		fputc('\n', stderr);
+}
