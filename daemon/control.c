@@ -1,17 +1,22 @@
 /*
- * The daemon's side of the control socket, until the server lands: nothing
- * to start or stop.
+ * The daemon's side of the control socket: map the server's errors to the
+ * daemon's exit statuses.
  */
+#include <errno.h>
+
 #include "daemon.h"
+#include "server.h"
 
 int daemon_start_server(struct daemon *d, const char *socket_override)
 {
-	(void)d;
-	(void)socket_override;
-	return 0;
+	int r = server_start(d, socket_override);
+
+	if (r == -EADDRINUSE)
+		return EXIT_RUNNING;
+	return r < 0 ? 1 : 0;
 }
 
 void daemon_stop_server(struct daemon *d)
 {
-	(void)d;
+	server_destroy(d->server);
 }

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "prefix.h"
 #include "relocate.h"
+#include "state.h"
 #include "watch.h"
 
 static void notify(const char *msg)
@@ -149,16 +150,17 @@ static bool same_conf(const struct root_conf *a, const struct root_conf *b)
 	return true;
 }
 
-static const struct root_conf *find_conf(const struct config *cfg,
-					 const char *path)
+static const struct root_conf *find_conf(const struct root_conf *roots,
+					 size_t n, const char *path)
 {
-	for (size_t i = 0; i < cfg->n_roots; i++)
-		if (!strcmp(cfg->roots[i].path, path))
-			return &cfg->roots[i];
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(roots[i].path, path))
+			return &roots[i];
 	return NULL;
 }
 
-static void drop_departed(struct daemon *d)
+static void drop_departed(struct daemon *d, const struct root_conf *roots,
+			  size_t n)
 {
 	struct root *r, *next;
 
@@ -166,7 +168,7 @@ static void drop_departed(struct daemon *d)
 		const struct root_conf *want;
 
 		next = watcher_next_root(d->watcher, r);
-		want = find_conf(&d->cfg, root_path(r));
+		want = find_conf(roots, n, root_path(r));
 		if (want && same_conf(want, root_conf(r)))
 			continue;
 		log_info("%s root %s", want ? "re-crawling changed" : "no longer watching",
@@ -188,21 +190,31 @@ static void on_root_ready(struct root *r, int status, void *ud)
 			 (unsigned long long)s->caches_removed);
 }
 
-static bool any_relocating(const struct config *cfg)
+static bool any_relocating(const struct root_conf *roots, size_t n)
 {
-	if (cfg->mode == MODE_RELOCATE)
-		return true;
-	for (size_t i = 0; i < cfg->n_roots; i++)
-		if (cfg->roots[i].mode == MODE_RELOCATE)
+	for (size_t i = 0; i < n; i++)
+		if (roots[i].mode == MODE_RELOCATE)
 			return true;
 	return false;
+}
+
+static void push_settings(struct daemon *d)
+{
+	struct watch_settings ws = {
+		.skip_venvs = d->cfg.skip_venvs,
+		.excludes = d->cfg.excludes,
+		.n_excludes = d->cfg.n_excludes,
+		.prefix_fd = d->prefix_fd,
+	};
+
+	watcher_set_settings(d->watcher, &ws);
 }
 
 /*
  * (Re)open the relocation prefix, creating it as needed without following
  * symlinks. Without it, relocating roots fall back to deleting, loudly.
  */
-static void open_prefix(struct daemon *d)
+void daemon_use_prefix(struct daemon *d, bool needed)
 {
 	struct stat st;
 	int root, fd;
@@ -210,8 +222,10 @@ static void open_prefix(struct daemon *d)
 	if (d->prefix_fd >= 0)
 		close(d->prefix_fd);
 	d->prefix_fd = -1;
-	if (!any_relocating(&d->cfg) || !d->cfg.cache_dir)
+	if (!needed || !d->cfg.cache_dir) {
+		push_settings(d);
 		return;
+	}
 	root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	fd = root < 0 ? -errno : relocate_open_dir(root, d->cfg.cache_dir);
 	if (root >= 0)
@@ -224,9 +238,11 @@ static void open_prefix(struct daemon *d)
 	if (fd < 0) {
 		log_errno(fd, "cannot use the cache directory %s: relocating roots "
 			  "delete their caches instead", d->cfg.cache_dir);
+		push_settings(d);
 		return;
 	}
 	d->prefix_fd = fd;
+	push_settings(d);
 	if (prefix_claim(fd) < 0)
 		log_warn("the cache directory %s is not empty and has no CACHEDIR.TAG: "
 			 "bytecode is relocated there, but prune and cache_max_size "
@@ -236,29 +252,28 @@ static void open_prefix(struct daemon *d)
 
 int daemon_apply_roots(struct daemon *d)
 {
-	struct watch_settings ws = {
-		.skip_venvs = d->cfg.skip_venvs,
-		.excludes = d->cfg.excludes,
-		.n_excludes = d->cfg.n_excludes,
-	};
-	int ret = 0;
+	struct root_conf *roots;
+	size_t n;
+	int ret = state_merge_roots(d->state, &d->cfg, &roots, &n);
 
-	open_prefix(d);
-	ws.prefix_fd = d->prefix_fd;
-	watcher_set_settings(d->watcher, &ws);
-	drop_departed(d);
-	for (size_t i = 0; i < d->cfg.n_roots; i++) {
-		const struct root_conf *rc = &d->cfg.roots[i];
+	if (ret < 0) {
+		log_errno(ret, "cannot list the roots to watch");
+		return ret;
+	}
+	daemon_use_prefix(d, any_relocating(roots, n));
+	drop_departed(d, roots, n);
+	for (size_t i = 0; i < n; i++) {
 		int r;
 
-		if (watcher_find_root(d->watcher, rc->path))
+		if (watcher_find_root(d->watcher, roots[i].path))
 			continue;
-		r = watcher_add_root(d->watcher, rc, on_root_ready, d);
+		r = watcher_add_root(d->watcher, &roots[i], on_root_ready, d);
 		if (r < 0) {
-			log_errno(r, "cannot watch %s", rc->path);
+			log_errno(r, "cannot watch %s", roots[i].path);
 			ret = r;
 		}
 	}
+	state_roots_free(roots, n);
 	if (!watcher_busy(d->watcher))
 		send_ready(d);
 	return ret;
@@ -310,6 +325,8 @@ int daemon_reload(struct daemon *d, FILE *errs)
 	} else {
 		struct config old = d->cfg;
 
+		if (d->state)
+			state_reload(d->state);
 		d->cfg = nc;
 		log_set_level(d->cfg.log_level);
 		daemon_apply_roots(d);
@@ -379,6 +396,8 @@ void daemon_stop(struct daemon *d, int status)
 
 void daemon_finish(struct daemon *d)
 {
+	state_destroy(d->state);
+	d->state = NULL;
 	if (d->prefix_fd >= 0)
 		close(d->prefix_fd);
 	d->prefix_fd = -1;

@@ -77,6 +77,10 @@ void daemon_finish(struct daemon *d);
 int daemon_start_server(struct daemon *d, const char *socket_override);
 void daemon_stop_server(struct daemon *d);
 
+/* (Re)open the relocation prefix when needed (a root relocates), else close
+ * it; the watcher's settings follow. Failures are logged. */
+void daemon_use_prefix(struct daemon *d, bool needed);
+
 /* Evict from the prefix when cache_max_size is exceeded (cheap otherwise). */
 void daemon_check_cache_size(struct daemon *d, bool recount);
 

@@ -10,6 +10,7 @@
 #include "config-build.h"
 #include "daemon.h"
 #include "log.h"
+#include "state.h"
 
 struct options {
 	const char *config;
@@ -165,6 +166,11 @@ int main(int argc, char **argv)
 	r = load_config(&d, &o);
 	if (r == 0 && apply_log_level(&d, &o) < 0)
 		r = 2;
+	if (r == 0 && !o.check_config && (r = state_new(NULL, &d.state)) < 0) {
+		log_errno(r, "cannot find the state directory: roots added with "
+			  "pycachectl will not be remembered");
+		r = 0;
+	}
 	if (r == 0 && o.check_config)
 		printf("%s: ok (%zu roots)\n", d.config_file, d.cfg.n_roots);
 	else if (r == 0)
