@@ -155,8 +155,8 @@ static int scan_pass(DIR *dir, bool remove_files, int dst_fd, struct tally *t)
 
 	memset(t, 0, sizeof(*t));
 	rewinddir(dir);
-	errno = 0;
-	while ((de = readdir(dir))) {
+	/* readdir() says "end" and "error" apart only through errno. */
+	for (errno = 0; (de = readdir(dir)); errno = 0) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -176,7 +176,6 @@ static int scan_pass(DIR *dir, bool remove_files, int dst_fd, struct tally *t)
 		t->files++;
 		if (st.st_nlink <= 1)
 			t->bytes += (uint64_t)st.st_size;
-		errno = 0;
 	}
 	return errno ? -errno : 0;
 }
