@@ -155,8 +155,6 @@ static struct dir *known_by_wd(struct watcher *w, struct job *j,
 			return NULL;
 		if (tree_rename(d, parent, name, &d) < 0)
 			return NULL;
-		if (d->root != parent->root)
-			watch_move_to_root(w, d, parent->root);
 	}
 	return d;
 }
@@ -211,6 +209,18 @@ static struct dir *attach(struct watcher *w, struct job *j, struct dir *parent,
 {
 	int wd = add_watch(w, fd);
 	struct dir *d = NULL;
+
+	/* Seen before under another root (a move lost in an overflow): that
+	 * root's nodes carry its excludes. Start over under this one. */
+	if (wd >= 0 && parent && (d = tree_table_find(w, wd)) &&
+	    d->root != parent->root) {
+		if (d->parent)
+			tree_drop(w, d);
+		else
+			watch_root_lost(w, d->root, "was moved into another root");
+		wd = add_watch(w, fd);
+	}
+	d = NULL;
 
 	if (wd >= 0)
 		d = known_by_wd(w, j, parent, name, wd);
@@ -294,15 +304,19 @@ static void crawl_one(struct watcher *w, struct item *it)
 	struct job *j = it->job;
 	struct root *r = j->root;
 	struct dir *parent = it->parent ? it->parent->node : NULL;
-	int pfd = it->parent ? it->parent->fd : r->fd;
+	int pfd = it->parent ? it->parent->fd : watch_root_open(r);
 	uint64_t mnt_id, ino;
 	struct dir *d;
 	int fd;
 
+	if (!it->parent && pfd < 0 && pfd != -ENOMEM && pfd != -EMFILE && r->active)
+		watch_root_lost(w, r, "can no longer be reached without symlinks");
 	if ((it->parent && !parent) || pfd < 0)
 		return;
 	fd = openat(pfd, it->parent ? it->name : ".",
 		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (!it->parent)
+		close(pfd);
 	if (fd < 0)
 		return;
 	/* Another mount is not ours to touch: do not even descend. */

@@ -102,10 +102,12 @@ static void on_watcher_activity(struct watcher *w, void *ud)
 			       STATUS_INTERVAL_MS, 0);
 }
 
+#ifdef HAVE_LIBSYSTEMD
 static void on_watchdog(uv_timer_t *t)
 {
 	notify("WATCHDOG=1");
 }
+#endif
 
 /* Ping at half the interval systemd gave us; no timer when it gave none. */
 static void start_watchdog(struct daemon *d)

@@ -251,8 +251,7 @@ int tree_open(const struct dir *d)
 	uint64_t mnt_id, ino;
 	int fd, r = 0;
 
-	if (d->root->fd < 0)
-		return -ENOENT;
+
 	for (c = d; c->parent; c = c->parent)
 		depth++;
 	chain = malloc((depth + 1) * sizeof(*chain));
@@ -261,7 +260,11 @@ int tree_open(const struct dir *d)
 	depth = 0;
 	for (c = d; c->parent; c = c->parent)
 		chain[depth++] = c;
-	fd = openat(d->root->fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fd = watch_root_open(d->root);
+	if (fd < 0) {
+		free(chain);
+		return fd;
+	}
 	for (size_t i = depth; fd >= 0 && i-- > 0;) {
 		int next = openat(fd, chain[i]->name,
 				  O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

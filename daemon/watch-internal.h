@@ -83,7 +83,13 @@ struct root {
 	struct root *next;    /* struct watcher::roots */
 	struct watcher *w;
 	struct root_conf conf;    /* owned copy */
-	int fd;               /* the root, O_RDONLY|O_DIRECTORY; -1 when missing */
+	/*
+	 * No fd is held on the root: an open fd (even O_PATH) pins its dentry,
+	 * and the kernel then holds back IN_DELETE_SELF until it is closed.
+	 * watch_root_open() reopens it and checks the inode instead.
+	 */
+	bool active;          /* found and crawled (or being crawled) */
+	uint64_t ino;
 	uint64_t mnt_id;
 	struct dir *top;
 	enum root_state state;
@@ -92,6 +98,7 @@ struct root {
 	char *anchor_next;    /* the name the anchor waits for, owned */
 	struct dir **unwatched;   /* nodes whose watch was refused */
 	size_t n_unwatched, cap_unwatched;
+	size_t unwatched_next;    /* where the next rescan tick starts */
 	bool warned_unwatched;
 	struct root_stats stats;
 	struct hot_slot hot[HOT_MAX];
@@ -167,6 +174,10 @@ void watch_job_done(struct watcher *w, struct job *j);
 void watch_unwatched_add(struct watcher *w, struct dir *d);
 void watch_unwatched_del(struct watcher *w, struct dir *d);
 bool watch_excluded(const struct root *r, const char *name);
-void watch_move_to_root(struct watcher *w, struct dir *top, struct root *to);
+/* The root, reopened from its path without following symlinks and checked
+ * to be the inode we watch: O_PATH fd, -ENOENT when inactive, -ESTALE. */
+int watch_root_open(const struct root *r);
+/* The root is gone, moved or unreachable: drop its tree and wait for it. */
+void watch_root_lost(struct watcher *w, struct root *r, const char *why);
 
 #endif

@@ -121,15 +121,33 @@ void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
 		w->activity_cb(w, w->activity_ud);
 }
 
+/*
+ * A watched directory could not be reopened from its root. If the root
+ * itself cannot be (a symlink or a rename on the way), it is lost; else the
+ * names we hold are stale and a rescan puts them right.
+ */
+static void reopen_failed(struct watcher *w, struct root *r, int err)
+{
+	int fd = watch_root_open(r);
+
+	if (fd < 0 && fd != -ENOMEM && fd != -EMFILE && r->active) {
+		watch_root_lost(w, r, "can no longer be reached without symlinks");
+		return;
+	}
+	if (fd >= 0)
+		close(fd);
+	log_debug("cannot reopen a watched directory (%s): rescanning",
+		  strerror(-err));
+	if (r->active)
+		watcher_sweep(w, r, NULL, NULL);
+}
+
 static void reap_in(struct watcher *w, struct dir *parent, const char *name)
 {
 	int fd = tree_open(parent);
 
 	if (fd < 0) {
-		log_debug("cannot reopen a watched directory (%s): rescanning",
-			  strerror(-fd));
-		if (parent->root->fd >= 0)
-			watcher_sweep(w, parent->root, NULL, NULL);
+		reopen_failed(w, parent->root, fd);
 		return;
 	}
 	watch_reap(w, parent->root, parent, fd, name);
@@ -150,34 +168,19 @@ static void dir_appeared(struct watcher *w, struct dir *parent, const char *name
 	if (!strncmp(name, ".__pycache__.pycached-", 22) || watch_excluded(r, name))
 		return;
 	fd = tree_open(parent);
-	j = fd >= 0 ? crawl_job_new(w, r, true, false, NULL, NULL) : NULL;
+	if (fd < 0) {
+		reopen_failed(w, r, fd);
+		return;
+	}
+	j = crawl_job_new(w, r, true, false, NULL, NULL);
 	if (!j) {
-		if (fd >= 0)
-			close(fd);
+		close(fd);
 		watcher_sweep(w, r, NULL, NULL);
 		return;
 	}
 	if (crawl_push(w, j, parent, fd, name) < 0)
 		watch_job_done(w, j);
 	crawl_start(w);
-}
-
-/* A subtree moved into another root: counters and the unwatched list follow. */
-void watch_move_to_root(struct watcher *w, struct dir *top, struct root *to)
-{
-	for (struct dir *c = top; c; c = tree_next(c, top, false)) {
-		if (c->flags & DIR_F_UNWATCHED) {
-			watch_unwatched_del(w, c);
-			c->root = to;
-			watch_unwatched_add(w, c);
-			continue;
-		}
-		if (c->wd >= 0) {
-			c->root->stats.dirs_watched--;
-			to->stats.dirs_watched++;
-		}
-		c->root = to;
-	}
 }
 
 static void moved_to(struct watcher *w, struct dir *parent, const char *name,
@@ -195,12 +198,9 @@ static void moved_to(struct watcher *w, struct dir *parent, const char *name,
 		dir_appeared(w, parent, name);
 		return;
 	}
-	if (tree_rename(d, parent, name, &d) < 0) {
+	/* Into another root, its excludes and mode apply: crawl it afresh. */
+	if (d->root != parent->root || tree_rename(d, parent, name, &d) < 0) {
 		tree_drop(w, d);
-		dir_appeared(w, parent, name);
-	} else if (d->root != parent->root) {
-		/* Into another root: rescan it under that root's settings. */
-		watch_move_to_root(w, d, parent->root);
 		dir_appeared(w, parent, name);
 	}
 }
@@ -216,15 +216,13 @@ static void resolve_move(struct watcher *w)
 	w->move.node = NULL;
 }
 
-static void root_lost(struct watcher *w, struct root *r, const char *why)
+void watch_root_lost(struct watcher *w, struct root *r, const char *why)
 {
 	log_warn("root %s %s: waiting for it to come back", r->conf.path, why);
 	if (r->top)
 		tree_drop(w, r->top);
 	r->top = NULL;
-	if (r->fd >= 0)
-		close(r->fd);
-	r->fd = -1;
+	r->active = false;
 	root_activate(w, r, true, NULL, NULL);
 }
 
@@ -276,7 +274,7 @@ static void overflow(struct watcher *w)
 	log_warn("the inotify queue overflowed: rescanning every root");
 	w->move.node = NULL;
 	for (struct root *r = w->roots; r; r = r->next) {
-		if (r->fd >= 0)
+		if (r->active)
 			watcher_sweep(w, r, NULL, NULL);
 		else
 			root_activate(w, r, true, NULL, NULL);
@@ -298,7 +296,7 @@ static void on_event(struct watcher *w, const struct inotify_event *ev)
 	}
 	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED)) {
 		if (!d->parent)
-			root_lost(w, d->root, ev->mask & IN_MOVE_SELF ?
+			watch_root_lost(w, d->root, ev->mask & IN_MOVE_SELF ?
 				  "was moved away" : "was removed");
 		else if (!(ev->mask & IN_MOVE_SELF))
 			tree_drop(w, d);
@@ -420,6 +418,27 @@ static int open_root(const char *path, int *anchor, char *next, size_t next_len)
 	return fd;
 }
 
+int watch_root_open(const struct root *r)
+{
+	char next[256];
+	int anchor = -1, fd;
+	uint64_t mnt_id, ino;
+
+	if (!r->active)
+		return -ENOENT;
+	fd = open_root(r->conf.path, &anchor, next, sizeof(next));
+	if (anchor >= 0)
+		close(anchor);
+	if (fd < 0)
+		return fd;
+	if (reaper_fd_identity(fd, &mnt_id, &ino) < 0 || ino != r->ino ||
+	    mnt_id != r->mnt_id) {
+		close(fd);
+		return -ESTALE;
+	}
+	return fd;
+}
+
 static void set_state(struct root *r, enum root_state s, const char *reason)
 {
 	r->state = s;
@@ -469,9 +488,11 @@ static void root_activate(struct watcher *w, struct root *r, bool reap,
 		return;
 	}
 	anchor_release(w, r);
-	r->fd = fd;
+	r->active = true;
+	r->ino = ino;
 	r->stats.pays_copy = r->conf.mode == MODE_RELOCATE &&
 			     !same_device(fd, w->settings.prefix_fd);
+	close(fd);
 	set_state(r, ROOT_CRAWLING, NULL);
 	if (crawl_push(w, j, NULL, -1, "") < 0)
 		watch_job_done(w, j);
@@ -543,7 +564,7 @@ void watch_job_done(struct watcher *w, struct job *j)
 	*pp = j->next;
 	if (j->full && j->status == 0 && !root_has_jobs(w, r))
 		drop_stale(w, r, j);
-	if (r->fd >= 0 && !root_has_jobs(w, r)) {
+	if (r->active && !root_has_jobs(w, r)) {
 		set_state(r, r->n_unwatched ? ROOT_DEGRADED : ROOT_ACTIVE,
 			  r->n_unwatched ? "the inotify watch limit is reached" : NULL);
 		warn_unwatched(r);
@@ -606,12 +627,13 @@ void watch_unwatched_del(struct watcher *w, struct dir *d)
 static void rescan_unwatched(struct watcher *w, struct root *r)
 {
 	struct job *j = crawl_job_new(w, r, true, false, NULL, NULL);
-	size_t pushed = 0;
+	size_t pushed = 0, start = r->unwatched_next, k;
 
 	if (!j)
 		return;
-	for (size_t i = 0; i < r->n_unwatched && pushed < RESCAN_BATCH; i++) {
-		struct dir *u = r->unwatched[i];
+	/* Rotate through the list: each tick takes the next batch. */
+	for (k = 0; k < r->n_unwatched && pushed < RESCAN_BATCH; k++) {
+		struct dir *u = r->unwatched[(start + k) % r->n_unwatched];
 		int fd = -1;
 
 		/* A crawl from the topmost unwatched node covers those below. */
@@ -622,6 +644,7 @@ static void rescan_unwatched(struct watcher *w, struct root *r)
 		if (crawl_push(w, j, u->parent, fd, u->name) == 0)
 			pushed++;
 	}
+	r->unwatched_next = r->n_unwatched ? (start + k) % r->n_unwatched : 0;
 	if (!j->pending)
 		watch_job_done(w, j);
 }
@@ -631,7 +654,7 @@ static void on_rescan_timer(uv_timer_t *t)
 	struct watcher *w = t->data;
 
 	for (struct root *r = w->roots; r; r = r->next)
-		if (r->n_unwatched && r->fd >= 0)
+		if (r->n_unwatched && r->active)
 			rescan_unwatched(w, r);
 	crawl_start(w);
 }
@@ -764,7 +787,6 @@ int watcher_add_root(struct watcher *w, const struct root_conf *rc,
 		return -ENOMEM;
 	}
 	r->w = w;
-	r->fd = -1;
 	r->anchor_wd = -1;
 	r->next = w->roots;
 	w->roots = r;
@@ -785,8 +807,6 @@ int watcher_remove_root(struct watcher *w, const char *path)
 		tree_drop(w, r->top);
 	anchor_release(w, r);
 	*pp = r->next;
-	if (r->fd >= 0)
-		close(r->fd);
 	for (size_t i = 0; i < HOT_MAX; i++)
 		free(r->hot[i].path);
 	for (size_t i = 0; i < r->conf.n_excludes; i++)
@@ -804,7 +824,7 @@ int watcher_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
 {
 	struct job *j;
 
-	if (r->fd < 0)
+	if (!r->active)
 		return -ENOENT;
 	j = crawl_job_new(w, r, true, true, cb, ud);
 	if (!j)
