@@ -155,23 +155,30 @@ static const char *home_dir(void)
 	return pw && pw->pw_dir && pw->pw_dir[0] == '/' ? pw->pw_dir : NULL;
 }
 
-int paths_state_dir(char **out)
+int paths_xdg(const char *env, const char *fallback, const char *suffix,
+	      char **out)
 {
-	const char *xdg = getenv("XDG_STATE_HOME");
+	const char *xdg = getenv(env);
 	const char *home;
 	char *base;
 
+	/* The XDG spec says to ignore a relative value. */
 	if (xdg && xdg[0] == '/') {
-		*out = join(xdg, "pycached");
+		*out = join(xdg, suffix);
 		return *out ? 0 : -ENOMEM;
 	}
 	home = home_dir();
 	if (!home)
 		return -ENOENT;
-	base = join(home, ".local/state");
-	*out = base ? join(base, "pycached") : NULL;
+	base = join(home, fallback);
+	*out = base ? join(base, suffix) : NULL;
 	free(base);
 	return *out ? 0 : -ENOMEM;
+}
+
+int paths_state_dir(char **out)
+{
+	return paths_xdg("XDG_STATE_HOME", ".local/state", "pycached", out);
 }
 
 int paths_mkdir_p(const char *path, mode_t mode)

@@ -43,6 +43,13 @@ int paths_runtime_dir(char **out, char *err, size_t errlen);
 int paths_private_dir(const char *dir, char *err, size_t errlen);
 
 /*
+ * $env/suffix when $env is absolute, else $HOME/fallback/suffix (HOME from
+ * the passwd entry when unset). -ENOENT without a home. Caller frees.
+ */
+int paths_xdg(const char *env, const char *fallback, const char *suffix,
+	      char **out);
+
+/*
  * $XDG_STATE_HOME/pycached, or $HOME/.local/state/pycached (a relative
  * XDG_STATE_HOME is ignored, as the XDG spec says). Not created here.
  */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "paths.h"
 
 /*
  * Longest line accepted, without its '\n'. Debian's libinih 55 reads into a
@@ -216,22 +217,8 @@ void config_finish(struct config *cfg)
 
 int config_default_path(char **out)
 {
-	const char *xdg = getenv("XDG_CONFIG_HOME");
-	const char *home = getenv("HOME");
-	int n;
-
-	/* The XDG spec says to ignore a relative $XDG_CONFIG_HOME. */
-	if (xdg && xdg[0] == '/')
-		n = asprintf(out, "%s/pycached/pycached.conf", xdg);
-	else if (home && home[0] == '/')
-		n = asprintf(out, "%s/.config/pycached/pycached.conf", home);
-	else
-		return -ENOENT;
-	if (n < 0) {
-		*out = NULL;
-		return -ENOMEM;
-	}
-	return 0;
+	return paths_xdg("XDG_CONFIG_HOME", ".config", "pycached/pycached.conf",
+			 out);
 }
 
 /* NULL with errno ENOENT when "~" needs an unset or empty $HOME. */
@@ -824,21 +811,7 @@ static int roots_resolve(struct parser *p)
 
 int config_default_cache_dir(char **out)
 {
-	const char *xdg = getenv("XDG_CACHE_HOME");
-	const char *home = getenv("HOME");
-	int n;
-
-	if (xdg && xdg[0] == '/')
-		n = asprintf(out, "%s/pycached/prefix", xdg);
-	else if (home && home[0] == '/')
-		n = asprintf(out, "%s/.cache/pycached/prefix", home);
-	else
-		return -ENOENT;
-	if (n < 0) {
-		*out = NULL;
-		return -ENOMEM;
-	}
-	return 0;
+	return paths_xdg("XDG_CACHE_HOME", ".cache", "pycached/prefix", out);
 }
 
 /* The prefix must be the user's own, and apart from every root. */

@@ -905,8 +905,12 @@ static void test_default_path(void **state)
 	assert_string_equal(s, "/home/u/.config/pycached/pycached.conf");
 	free(s);
 
+	/* Without HOME, the passwd entry's home, as for every XDG path. */
 	unsetenv("HOME");
-	assert_int_equal(config_default_path(&s), -ENOENT);
+	assert_int_equal(config_default_path(&s), 0);
+	assert_non_null(strstr(s, "/.config/pycached/pycached.conf"));
+	assert_int_equal(s[0], '/');
+	free(s);
 }
 
 static void test_modes(void **state)
