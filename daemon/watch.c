@@ -469,11 +469,19 @@ static void root_activate(struct watcher *w, struct root *r, bool reap,
 {
 	char next[256] = "";
 	int anchor = -1, fd = open_root(r->conf.path, &anchor, next, sizeof(next));
+	bool missing = fd < 0 && anchor >= 0;
 	uint64_t ino;
 	struct job *j;
 
-	if (fd < 0 && anchor >= 0) {
+	if (missing) {
 		root_missing(w, r, fd, anchor, next);
+		/* Watch, then check again: it may have appeared in between. */
+		anchor = -1;
+		fd = open_root(r->conf.path, &anchor, next, sizeof(next));
+		if (anchor >= 0)
+			close(anchor);
+	}
+	if (fd < 0 && missing) {
 		if (cb)
 			cb(r, -ENOENT, ud);
 		return;
