@@ -31,6 +31,7 @@ struct ctl {
 	const char *socket_opt;     /* --socket, or NULL */
 	bool json;
 	const char *mode;           /* add --mode, or NULL */
+	bool systemd;               /* env --systemd */
 	struct ctl_conn conn;
 	bool connected;
 	bool progress_shown;
@@ -318,10 +319,23 @@ static int cmd_env(struct ctl *ctl, int argc, char **argv)
 	int r;
 
 	if (argc > 0)
-		return usage_error(ctl, "env takes no arguments");
+		return usage_error(ctl, "env takes no arguments but --systemd");
 	r = ctl_do(ctl, PROTO_ENV, NULL, false, &reply);
+	if (r == CTL_OK && !ctl->json && out_env(reply.params, ctl->systemd) < 0)
+		r = CTL_FAILED;
+	return r;
+}
+
+static int cmd_prune(struct ctl *ctl, int argc, char **argv)
+{
+	struct proto_reply reply;
+	int r;
+
+	if (argc > 0)
+		return usage_error(ctl, "prune takes no arguments");
+	r = ctl_do(ctl, PROTO_PRUNE, NULL, false, &reply);
 	if (r == CTL_OK && !ctl->json)
-		out_env(reply.params);
+		out_prune(reply.params);
 	return r;
 }
 
@@ -366,10 +380,11 @@ static const ctl_cmd_fn cmd_handlers[PROTO_METHOD_COUNT] = {
 	[PROTO_SWEEP] = cmd_sweep,
 	[PROTO_RELOAD] = cmd_reload,
 	[PROTO_ENV] = cmd_env,
+	[PROTO_PRUNE] = cmd_prune,
 	[PROTO_GET_INFO] = cmd_version,
 };
 
-enum { OPT_SOCKET = 0x100, OPT_JSON, OPT_MODE };
+enum { OPT_SOCKET = 0x100, OPT_JSON, OPT_MODE, OPT_SYSTEMD };
 
 static const struct option global_opts[] = {
 	{ "help", no_argument, NULL, 'h' },
@@ -377,6 +392,7 @@ static const struct option global_opts[] = {
 	{ "socket", required_argument, NULL, OPT_SOCKET },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "mode", required_argument, NULL, OPT_MODE },
+	{ "systemd", no_argument, NULL, OPT_SYSTEMD },
 	{ 0 },
 };
 
@@ -388,9 +404,10 @@ static bool valid_mode(const char *m)
 
 /*
  * Options before the command and after it share one table; --mode is only
- * accepted after "add". Before the command, "+" stops at the first operand;
- * after it, glibc permutes so that `pycachectl status --json` works and
- * "--" ends the options. *done: -h or -V already did the job.
+ * accepted after "add", --systemd after "env". Before the command, "+"
+ * stops at the first operand; after it, glibc permutes so that
+ * `pycachectl status --json` works and "--" ends the options. *done: -h or
+ * -V already did the job.
  */
 static int parse_opts(struct ctl *ctl, int argc, char **argv,
 		      const struct proto_command *cmd, bool *done)
@@ -427,6 +444,11 @@ static int parse_opts(struct ctl *ctl, int argc, char **argv,
 				return usage_error(ctl, "--mode must be delete, "
 						   "observe or relocate");
 			ctl->mode = optarg;
+			break;
+		case OPT_SYSTEMD:
+			if (!cmd || cmd->method != PROTO_ENV)
+				return usage_error(ctl, "--systemd goes with env");
+			ctl->systemd = true;
 			break;
 		case ':':
 			return usage_error(ctl, "option '%s' needs an argument",

@@ -1,5 +1,6 @@
 #include "output.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdbool.h>
@@ -25,6 +26,14 @@ static const char *str(struct json_object *o, const char *key)
 
 	proto_get_str(o, key, &s);
 	return s;
+}
+
+static bool boolean(struct json_object *o, const char *key)
+{
+	bool v = false;
+
+	proto_get_bool(o, key, &v);
+	return v;
 }
 
 static struct json_object *array(struct json_object *o, const char *key)
@@ -117,6 +126,13 @@ static bool observing(struct json_object *root)
 	return mode && strcmp(mode, "observe") == 0;
 }
 
+static bool relocating(struct json_object *root)
+{
+	const char *mode = str(root, "mode");
+
+	return mode && strcmp(mode, "relocate") == 0;
+}
+
 /* "N caches removed (M files, SIZE)" or the observe-mode equivalent. */
 static void print_reaped(struct json_object *o, bool observe)
 {
@@ -158,10 +174,24 @@ void out_add(struct json_object *params)
 		       reason ? reason : "");
 }
 
+/*
+ * A relocating root that keeps relocating makes the daemon a hot loop:
+ * from this many caches on, or with caches that come back, say how to let
+ * Python write into the cache directory itself.
+ */
+#define RELOCATE_HINT_AT 20
+
+static size_t hot_dirs_count(struct json_object *root)
+{
+	struct json_object *hot = array(root, "hot_dirs");
+
+	return hot ? json_object_array_length(hot) : 0;
+}
+
 static void print_hot_dirs(struct json_object *root)
 {
 	struct json_object *hot = array(root, "hot_dirs");
-	size_t n = hot ? json_object_array_length(hot) : 0;
+	size_t n = hot_dirs_count(root);
 
 	if (n == 0)
 		return;
@@ -174,8 +204,31 @@ static void print_hot_dirs(struct json_object *root)
 		printf(" (%" PRIu64 " time%s)\n", u64(h, "count"),
 		       plural(u64(h, "count")));
 	}
-	printf("  hint: a program there runs without PYTHONPYCACHEPREFIX;"
-	       " see 'pycachectl help env'\n");
+	/* A relocating root gets its own hint, from print_relocated(). */
+	if (!relocating(root))
+		printf("  hint: a program there keeps writing bytecode; mode "
+		       "relocate keeps it out of the tree, see 'pycachectl "
+		       "help env'\n");
+}
+
+static void print_relocated(struct json_object *root)
+{
+	char size[32];
+
+	out_size(size, sizeof(size), u64(root, "bytes_relocated"));
+	printf("  %" PRIu64 " cache%s relocated (%" PRIu64 " file%s, %s)",
+	       u64(root, "caches_relocated"), plural(u64(root, "caches_relocated")),
+	       u64(root, "files_relocated"), plural(u64(root, "files_relocated")),
+	       size);
+	if (boolean(root, "pays_copy"))
+		printf(", pays a copy (cache_dir on another filesystem)");
+	printf("\n");
+	if (hot_dirs_count(root) > 0 ||
+	    u64(root, "caches_relocated") >= RELOCATE_HINT_AT)
+		printf("  hint: Python keeps writing caches here; let it use the "
+		       "cache directory itself: eval \"$(pycachectl env)\" in "
+		       "your shell profile, or the line of 'pycachectl env "
+		       "--systemd' in ~/.config/environment.d/\n");
 }
 
 static void print_root(struct json_object *root)
@@ -204,16 +257,8 @@ static void print_root(struct json_object *root)
 	print_reaped(root, observing(root));
 	ago(when, sizeof(when), u64(root, "last_action"));
 	printf(", last %s\n", when);
-	if (u64(root, "caches_relocated") && u64(root, "bytes_relocated")) {
-		char size[32];
-
-		out_size(size, sizeof(size), u64(root, "bytes_relocated"));
-		printf("  %s relocated%s\n", size,
-		       json_object_get_boolean(json_object_object_get(
-			       root, "pays_copy"))
-			       ? " (copied: the cache directory is on another "
-				 "filesystem)" : "");
-	}
+	if (relocating(root))
+		print_relocated(root);
 	if (u64(root, "caches_skipped")) {
 		printf("  %" PRIu64 " caches skipped", u64(root, "caches_skipped"));
 		if (str(root, "last_skip")) {
@@ -240,9 +285,13 @@ static void print_daemon(struct json_object *p)
 	if (str(p, "cache_dir")) {
 		char size[32];
 
+		printf("cache directory: ");
+		out_name(stdout, str(p, "cache_dir"));
+		/* Counted only under cache_max_size: absent otherwise. */
 		out_size(size, sizeof(size), u64(p, "cache_bytes"));
-		printf("cache directory: %s (%s of bytecode)\n",
-		       str(p, "cache_dir"), size);
+		if (json_object_object_get_ex(p, "cache_bytes", NULL))
+			printf(" (about %s of bytecode)", size);
+		printf("\n");
 	}
 	if (max)
 		printf("inotify watches: %" PRIu64 " of %" PRIu64 " (%.1f%%)",
@@ -307,20 +356,71 @@ static void print_quoted(const char *s)
 	putchar('\'');
 }
 
-void out_env(struct json_object *params)
+/*
+ * An environment.d(5) value: bare when plain, else in double quotes with
+ * the parser's escapes. systemd expands '$' after unquoting, whatever the
+ * quotes, and a value is one line: the caller refuses those.
+ */
+static void print_env_d_value(const char *s)
+{
+	if (strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+		   "0123456789/._-+,:@%~") == strlen(s)) {
+		fputs(s, stdout);
+		return;
+	}
+	putchar('"');
+	for (; *s; s++) {
+		if (strchr("\"\\`", *s))
+			putchar('\\');
+		putchar(*s);
+	}
+	putchar('"');
+}
+
+int out_env(struct json_object *params, bool systemd)
 {
 	const char *prefix = str(params, "pycache_prefix");
 	const char *reason = str(params, "reason");
 
-	if (prefix) {
+	if (!prefix) {
+		/* On stderr: eval "$(pycachectl env)" must get nothing to run. */
+		fprintf(stderr, "pycachectl: nothing to export: %s\n",
+			reason ? reason : "the daemon does not relocate caches");
+		return 0;
+	}
+	if (!systemd) {
 		printf("export PYTHONPYCACHEPREFIX=");
 		print_quoted(prefix);
 		printf("\n");
-		return;
+		return 0;
 	}
-	/* On stderr: eval "$(pycachectl env)" must get nothing to run. */
-	fprintf(stderr, "pycachectl: nothing to export: %s\n",
-		reason ? reason : "the daemon does not relocate caches");
+	if (strpbrk(prefix, "$\n")) {
+		fprintf(stderr, "pycachectl: the cache directory ");
+		out_name(stderr, prefix);
+		fprintf(stderr, " contains '$' or a newline, which environment.d "
+			"cannot express; choose another cache_dir\n");
+		return -EINVAL;
+	}
+	printf("PYTHONPYCACHEPREFIX=");
+	print_env_d_value(prefix);
+	printf("\n");
+	return 0;
+}
+
+void out_prune(struct json_object *params)
+{
+	char removed[32], left[32];
+
+	out_size(removed, sizeof(removed), u64(params, "bytes_removed"));
+	out_size(left, sizeof(left), u64(params, "bytes_left"));
+	printf("Pruned ");
+	out_name(stdout, str(params, "cache_dir") ? str(params, "cache_dir") : "?");
+	printf(": %" PRIu64 " file%s without source removed (%s), %" PRIu64
+	       " empty director%s removed; %" PRIu64 " file%s left (%s)\n",
+	       u64(params, "files_removed"), plural(u64(params, "files_removed")),
+	       removed, u64(params, "dirs_removed"),
+	       u64(params, "dirs_removed") == 1 ? "y" : "ies",
+	       u64(params, "files_left"), plural(u64(params, "files_left")), left);
 }
 
 static void print_error_params(const struct proto_reply *reply)
@@ -360,6 +460,15 @@ void out_error(const char *prog, const struct proto_reply *reply)
 	else if (strcmp(e, PROTO_E_CONFIG_ERROR) == 0)
 		fprintf(stderr, "the configuration has errors; nothing "
 			"changed:\n%s", str(p, "errors") ? str(p, "errors") : "");
+	else if (strcmp(e, PROTO_E_NO_CACHE_DIR) == 0)
+		fprintf(stderr, "cannot prune: %s",
+			str(p, "reason") ? str(p, "reason") : "?");
+	else if (strcmp(e, PROTO_E_CACHE_DIR_NOT_CLAIMED) == 0)
+		fprintf(stderr, "not pruned: it has no CACHEDIR.TAG, so pycached "
+			"did not create it empty and removes nothing there (a "
+			"sourceless .pyc can be the only copy of a module); if it "
+			"holds only relocated bytecode, create CACHEDIR.TAG in it "
+			"(https://bford.info/cachedir/)");
 	else if (strcmp(e, PROTO_E_FAILED) == 0)
 		fprintf(stderr, "%s", str(p, "message") ? str(p, "message")
 							 : "failed");

@@ -6,6 +6,7 @@
 #ifndef PYCACHED_CLI_OUTPUT_H
 #define PYCACHED_CLI_OUTPUT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -19,7 +20,10 @@ void out_name(FILE *f, const char *name);
 void out_add(struct json_object *params);
 void out_status(struct json_object *params);
 void out_sweep(struct json_object *params);
-void out_env(struct json_object *params);
+/* systemd: the environment.d(5) line instead of the shell's export.
+ * -EINVAL (said on stderr) when the path cannot be written that way. */
+int out_env(struct json_object *params, bool systemd);
+void out_prune(struct json_object *params);
 
 /* One message on stderr explaining an error reply. */
 void out_error(const char *prog, const struct proto_reply *reply);

@@ -46,10 +46,19 @@
  *   Sweep(paths?)     -> (roots: []SweepResult)
  *   Reload()          -> ()
  *   Env()             -> (pycache_prefix?, reason?)
+ *   Prune()           -> (cache_dir, files_removed, bytes_removed,
+ *                         dirs_removed, files_left, bytes_left)
+ *                        bytecode in the cache directory whose source is
+ *                        gone, then empty directories; the cache directory
+ *                        is opened read-only (never created) when no root
+ *                        relocates, and is walked on the daemon's loop
  *   Errors: NoSuchRoot(path), InvalidPath(path, reason),
  *   AlreadyAdded(path, origin), RootOverlap(path, other),
  *   ConfigRoot(path, file, line), ConfigError(errors),
- *   Failed(errno, message), RequestTooLarge(max), InvalidRequest(reason).
+ *   Failed(errno, message), RequestTooLarge(max), InvalidRequest(reason),
+ *   NoCacheDir(path?, reason): Prune has no usable cache directory,
+ *   CacheDirNotClaimed(path): it has no CACHEDIR.TAG, so pycached did not
+ *   create it empty and deletes nothing there.
  *
  * INTERFACE org.varlink.service (for varlinkctl)
  *   GetInfo() -> (vendor, product, version, url, interfaces: []string)
@@ -84,6 +93,8 @@ struct json_object;
 #define PROTO_E_FAILED PROTO_ERR("Failed")
 #define PROTO_E_TOO_LARGE PROTO_ERR("RequestTooLarge")
 #define PROTO_E_INVALID_REQUEST PROTO_ERR("InvalidRequest")
+#define PROTO_E_NO_CACHE_DIR PROTO_ERR("NoCacheDir")
+#define PROTO_E_CACHE_DIR_NOT_CLAIMED PROTO_ERR("CacheDirNotClaimed")
 #define PROTO_E_INTERFACE_NOT_FOUND PROTO_SERVICE ".InterfaceNotFound"
 #define PROTO_E_METHOD_NOT_FOUND PROTO_SERVICE ".MethodNotFound"
 #define PROTO_E_INVALID_PARAMETER PROTO_SERVICE ".InvalidParameter"
@@ -97,6 +108,7 @@ enum proto_method {
 	PROTO_SWEEP,
 	PROTO_RELOAD,
 	PROTO_ENV,
+	PROTO_PRUNE,
 	PROTO_GET_INFO,
 	PROTO_GET_INTERFACE_DESCRIPTION,
 	PROTO_METHOD_COUNT,

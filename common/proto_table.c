@@ -12,6 +12,7 @@ const char *const proto_methods[PROTO_METHOD_COUNT] = {
 	[PROTO_SWEEP] = PROTO_INTERFACE ".Sweep",
 	[PROTO_RELOAD] = PROTO_INTERFACE ".Reload",
 	[PROTO_ENV] = PROTO_INTERFACE ".Env",
+	[PROTO_PRUNE] = PROTO_INTERFACE ".Prune",
 	[PROTO_GET_INFO] = PROTO_SERVICE ".GetInfo",
 	[PROTO_GET_INTERFACE_DESCRIPTION] =
 		PROTO_SERVICE ".GetInterfaceDescription",
@@ -53,10 +54,29 @@ const struct proto_command proto_commands[] = {
 	  "When the file has errors, nothing changes and the errors are "
 	  "printed as FILE:LINE: message.",
 	  PROTO_RELOAD },
-	{ "env", "", "Print the shell line that points Python at the cache dir",
-	  "Prints export PYTHONPYCACHEPREFIX=... when the daemon relocates "
-	  "caches, for eval \"$(pycachectl env)\" in a shell profile.",
+	{ "env", "[--systemd]",
+	  "Print the line that points Python at the cache dir",
+	  "A Python started with PYTHONPYCACHEPREFIX set reads and writes its "
+	  "bytecode in the cache directory itself: no __pycache__ appears, "
+	  "and the daemon becomes a safety net for programs started without "
+	  "it instead of a hot loop that moves every cache Python writes. "
+	  "Prints export PYTHONPYCACHEPREFIX=... for eval \"$(pycachectl env)\" "
+	  "in a shell profile (~/.profile, ~/.bashrc): the shells and what "
+	  "they start. With --systemd, prints PYTHONPYCACHEPREFIX=... for a "
+	  "file in ~/.config/environment.d/ such as 60-pycached.conf: the "
+	  "systemd user manager passes it to user services and, on most "
+	  "desktops, to the graphical session, from the next login. Prints "
+	  "nothing, and says why on standard error, when no root relocates.",
 	  PROTO_ENV },
+	{ "prune", "", "Remove relocated bytecode whose source file is gone",
+	  "Walks the cache directory (cache_dir in pycached.conf) and "
+	  "removes every bytecode file whose source file no longer exists, "
+	  "then the directories left empty; other files stay. Only a cache "
+	  "directory that pycached created empty and marked with "
+	  "CACHEDIR.TAG is pruned, because a sourceless .pyc elsewhere may be "
+	  "the only copy of a module. Prints what was removed and what is "
+	  "left. cache_max_size caps the directory's size as well.",
+	  PROTO_PRUNE },
 	{ "version", "", "Print the versions of pycachectl and the daemon", NULL,
 	  PROTO_GET_INFO },
 	{ "help", "[COMMAND]", "Show this help, or one command's", NULL,
@@ -229,6 +249,17 @@ static const char idl_control[] =
 	"# The PYTHONPYCACHEPREFIX to export, when caches are relocated.\n"
 	"method Env() -> (pycache_prefix: ?string, reason: ?string)\n"
 	"\n"
+	"# Remove bytecode whose source file is gone from the cache directory,\n"
+	"# then the directories left empty.\n"
+	"method Prune() -> (\n"
+	"  cache_dir: string,\n"
+	"  files_removed: int,\n"
+	"  bytes_removed: int,\n"
+	"  dirs_removed: int,\n"
+	"  files_left: int,\n"
+	"  bytes_left: int\n"
+	")\n"
+	"\n"
 	"error NoSuchRoot (path: string)\n"
 	"error InvalidPath (path: string, reason: string)\n"
 	"error AlreadyAdded (path: string, origin: (config, added))\n"
@@ -237,7 +268,12 @@ static const char idl_control[] =
 	"error ConfigError (errors: string)\n"
 	"error Failed (errno: int, message: string)\n"
 	"error RequestTooLarge (max: int)\n"
-	"error InvalidRequest (reason: string)\n";
+	"error InvalidRequest (reason: string)\n"
+	"# Prune has no cache directory it can use; reason says why.\n"
+	"error NoCacheDir (path: ?string, reason: string)\n"
+	"# The cache directory has no CACHEDIR.TAG: pycached did not create it\n"
+	"# empty, so it removes nothing there.\n"
+	"error CacheDirNotClaimed (path: string)\n";
 
 /* The standard text every varlink service carries. */
 static const char idl_service[] =

@@ -955,8 +955,14 @@ int config_load(struct config *cfg, const char *file, bool explicit_file,
 
 	config_init(cfg);
 	r = config_open(file, explicit_file, err, &p.in);
-	if (r < 0 || !p.in)
+	if (r < 0)
 		return r;
+	if (!p.in) {
+		/* No file: the defaults apply, the cache directory's too
+		 * (relocate mode is one `pycachectl add --mode` away). */
+		r = config_default_cache_dir(&cfg->cache_dir);
+		return r == -ENOMEM ? r : 0;
+	}
 	r = parse(&p);
 	fclose(p.in);
 	parser_finish(&p);

@@ -1,20 +1,24 @@
 /*
  * The method table, the helpers every method uses, and the methods that
- * only read or reload: List, Status, Reload, Env and org.varlink.service.
- * Add, Remove and Sweep are in server-roots.c.
+ * only read, reload or prune: List, Status, Reload, Env, Prune and
+ * org.varlink.service. Add, Remove and Sweep are in server-roots.c.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "config-build.h"
 #include "daemon.h"
 #include "paths.h"
+#include "prefix.h"
+#include "relocate.h"
 #include "server-internal.h"
 #include "watch.h"
 
@@ -236,6 +240,29 @@ static int add_reload(struct json_object *p, const struct reload_result *rr)
 	return r | proto_add(p, "last_reload", o);
 }
 
+/* What relocation added to the prefix since the daemon started. */
+static uint64_t bytes_relocated_now(struct watcher *w)
+{
+	uint64_t sum = 0;
+
+	for (struct root *r = watcher_next_root(w, NULL); r;
+	     r = watcher_next_root(w, r))
+		sum += root_stats(r)->bytes_relocated;
+	return sum;
+}
+
+/*
+ * daemon_check_cache_size's estimate: the last count plus what moved in
+ * since. A root that left took its counter along: then the count alone.
+ */
+static uint64_t prefix_estimate(const struct daemon *d)
+{
+	uint64_t moved = bytes_relocated_now(d->watcher);
+
+	return d->prefix_bytes + (moved >= d->relocated_mark ?
+				  moved - d->relocated_mark : 0);
+}
+
 static int add_daemon_status(struct json_object *p, const struct daemon *d)
 {
 	uint64_t now_usec = uv_hrtime() / 1000;
@@ -249,10 +276,11 @@ static int add_daemon_status(struct json_object *p, const struct daemon *d)
 	r |= proto_add_u64(p, "uptime_sec", (now_usec - d->start_usec) / 1000000);
 	r |= proto_add_str(p, "mode", mode_name(d->cfg.mode));
 	r |= proto_add_name(p, "config_file", d->cfg.file);
-	if (d->prefix_fd >= 0) {
+	if (d->prefix_fd >= 0)
 		r |= proto_add_name(p, "cache_dir", d->cfg.cache_dir);
-		r |= proto_add_u64(p, "cache_bytes", d->prefix_bytes);
-	}
+	/* The prefix is counted only under a cap: no size beats a wrong one. */
+	if (d->prefix_fd >= 0 && d->cfg.cache_max_size)
+		r |= proto_add_u64(p, "cache_bytes", prefix_estimate(d));
 	r |= proto_add_u64(p, "watches", ws.watches);
 	r |= proto_add_u64(p, "max_watches", ws.max_watches);
 	r |= proto_add_u64(p, "overflows", ws.overflows);
@@ -347,6 +375,143 @@ static void method_env(struct server_request *req, struct json_object *params)
 	server_reply(req, server_one_name("reason", why));
 }
 
+/* --- Prune ------------------------------------------------------------- */
+
+static void reply_no_cache_dir(struct server_request *req, const char *path,
+			       const char *reason)
+{
+	struct json_object *p = json_object_new_object();
+	int r = proto_add_name(p, "path", path);
+
+	r |= proto_add_str(p, "reason", reason);
+	if (r < 0) {
+		json_object_put(p);
+		p = NULL;
+	}
+	server_reply_error(req, PROTO_E_NO_CACHE_DIR, p);
+}
+
+/* The rules daemon_use_prefix applies: a prune deletes in there too. */
+static bool prefix_unfit(int fd, char *why, size_t len)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		snprintf(why, len, "cannot stat it: %s", strerror(errno));
+	else if (st.st_uid != geteuid())
+		snprintf(why, len, "it is owned by uid %u, not by you",
+			 (unsigned)st.st_uid);
+	else if (st.st_mode & S_IWOTH)
+		snprintf(why, len, "it is world-writable");
+	else
+		return false;
+	return true;
+}
+
+/*
+ * cache_dir when no root relocates: found without creating anything (a
+ * prune must not make the directory it reports on) and without following a
+ * symlink, as relocation itself would. fd, or -errno with why set.
+ */
+static int prune_find_prefix(const char *dir, char *why, size_t len)
+{
+	int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int fd = root < 0 ? -errno : relocate_find_dir(root, dir);
+
+	if (root >= 0)
+		close(root);
+	if (fd == -ENOENT)
+		snprintf(why, len, "it does not exist: nothing was relocated "
+			 "there yet");
+	else if (fd == -ELOOP)
+		snprintf(why, len, "a symbolic link or a file is on its path, "
+			 "and pycached follows none there");
+	else if (fd < 0)
+		snprintf(why, len, "cannot open it: %s", strerror(-fd));
+	else if (prefix_unfit(fd, why, len)) {
+		close(fd);
+		fd = -EPERM;
+	}
+	return fd;
+}
+
+static struct json_object *prune_json(const char *dir,
+				      const struct prefix_result *res)
+{
+	struct json_object *p = json_object_new_object();
+	int r = proto_add_name(p, "cache_dir", dir);
+
+	r |= proto_add_u64(p, "files_removed", res->files_removed);
+	r |= proto_add_u64(p, "bytes_removed", res->bytes_removed);
+	r |= proto_add_u64(p, "dirs_removed", res->dirs_removed);
+	r |= proto_add_u64(p, "files_left", res->files_left);
+	r |= proto_add_u64(p, "bytes_left", res->bytes_left);
+	if (r < 0) {
+		json_object_put(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* Answer a finished prune; a fresh count also resets the size estimate. */
+static void prune_done(struct server_request *req, int fd, int r,
+		       const struct prefix_result *res)
+{
+	struct daemon *d = req->d;
+	const char *dir = d->cfg.cache_dir;
+
+	if (r == -EPERM) {
+		server_reply_error(req, PROTO_E_CACHE_DIR_NOT_CLAIMED,
+				   server_one_name("path", dir));
+		return;
+	}
+	if (r < 0) {
+		server_reply_errno(req, r, "pruning %s", dir);
+		return;
+	}
+	if (fd == d->prefix_fd) {
+		d->prefix_bytes = res->bytes_left;
+		d->relocated_mark = bytes_relocated_now(d->watcher);
+	}
+	log_info("pruned %s: %llu files (%llu bytes) without source and %llu "
+		 "empty directories removed", dir,
+		 (unsigned long long)res->files_removed,
+		 (unsigned long long)res->bytes_removed,
+		 (unsigned long long)res->dirs_removed);
+	server_reply(req, prune_json(dir, res));
+}
+
+/*
+ * Blocks the loop for one walk of the prefix (prefix.h): the tree mirrors
+ * source directories only, and a prune is a rare, explicit request.
+ */
+static void method_prune(struct server_request *req, struct json_object *params)
+{
+	static const char *const allowed[] = { NULL };
+	struct daemon *d = req->d;
+	struct prefix_result res;
+	char why[PATH_MAX + 128];
+	int fd, r;
+
+	if (!server_params_known(req, params, allowed))
+		return;
+	if (!d->cfg.cache_dir) {
+		reply_no_cache_dir(req, NULL, "no cache_dir is configured");
+		return;
+	}
+	fd = d->prefix_fd >= 0 ? d->prefix_fd
+			       : prune_find_prefix(d->cfg.cache_dir, why,
+						   sizeof(why));
+	if (fd < 0) {
+		reply_no_cache_dir(req, d->cfg.cache_dir, why);
+		return;
+	}
+	r = prefix_prune(fd, &res);
+	prune_done(req, fd, r, &res);
+	if (fd != d->prefix_fd)
+		close(fd);
+}
+
 static void method_get_info(struct server_request *req,
 			    struct json_object *params)
 {
@@ -402,6 +567,7 @@ const server_method_fn server_methods[PROTO_METHOD_COUNT] = {
 	[PROTO_SWEEP] = server_method_sweep,
 	[PROTO_RELOAD] = method_reload,
 	[PROTO_ENV] = method_env,
+	[PROTO_PRUNE] = method_prune,
 	[PROTO_GET_INFO] = method_get_info,
 	[PROTO_GET_INTERFACE_DESCRIPTION] = method_get_interface_description,
 };

@@ -47,7 +47,7 @@ static void test_names_unique(void **state)
 /* Every method of our interface is reachable from some command. */
 static void test_methods_have_commands(void **state)
 {
-	for (int m = PROTO_ADD; m <= PROTO_ENV; m++) {
+	for (int m = PROTO_ADD; m < PROTO_GET_INFO; m++) {
 		bool found = false;
 
 		for (size_t i = 0; i < proto_commands_len; i++)
@@ -120,6 +120,7 @@ static void test_idl_matches_tables(void **state)
 		PROTO_E_ALREADY_ADDED, PROTO_E_ROOT_OVERLAP,
 		PROTO_E_CONFIG_ROOT, PROTO_E_CONFIG_ERROR, PROTO_E_FAILED,
 		PROTO_E_TOO_LARGE, PROTO_E_INVALID_REQUEST,
+		PROTO_E_NO_CACHE_DIR, PROTO_E_CACHE_DIR_NOT_CLAIMED,
 	};
 	char want[128];
 
@@ -141,6 +142,66 @@ static void test_idl_matches_tables(void **state)
 	assert_null(proto_interface_description("org.example.Nope"));
 }
 
+/* The interface's methods come first: the IDL test above relies on it. */
+static void test_prune_in_tables(void **state)
+{
+	const struct proto_command *c = proto_command_find("prune");
+
+	assert_non_null(c);
+	assert_int_equal(c->method, PROTO_PRUNE);
+	assert_string_equal(c->usage, "");
+	assert_true(PROTO_PRUNE < PROTO_GET_INFO);
+	assert_int_equal(proto_method_lookup("io.pycached.Control.Prune"),
+			 PROTO_PRUNE);
+	assert_non_null(c->details);
+	assert_non_null(strstr(c->details, "CACHEDIR.TAG"));
+}
+
+/* Every field of the reply, in the IDL that varlinkctl shows. */
+static void test_prune_idl(void **state)
+{
+	const char *idl = proto_interface_description(PROTO_INTERFACE);
+	static const char *const fields[] = {
+		"cache_dir: string", "files_removed: int", "bytes_removed: int",
+		"dirs_removed: int", "files_left: int", "bytes_left: int",
+	};
+	const char *m = strstr(idl, "\nmethod Prune() -> (\n");
+	const char *end;
+
+	assert_non_null(m);
+	end = strstr(m, "\n)\n");
+	assert_non_null(end);
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const char *f = strstr(m, fields[i]);
+
+		assert_non_null(f);
+		assert_true(f < end);
+	}
+	assert_non_null(strstr(idl, "\nerror NoCacheDir (path: ?string, "
+			       "reason: string)\n"));
+	assert_non_null(strstr(idl, "\nerror CacheDirNotClaimed (path: "
+			       "string)\n"));
+}
+
+/* env's help says what each of its two lines is for. */
+static void test_env_help(void **state)
+{
+	int r;
+	char *text = capture_help(print_add, "env", &r);
+
+	const char *details = proto_command_find("env")->details;
+
+	assert_int_equal(r, 0);
+	assert_non_null(strstr(text, "Usage: pycachectl env [--systemd]\n"));
+	free(text);
+	/* The details, not the wrapped text: a line may break anywhere. */
+	assert_non_null(strstr(details, "export PYTHONPYCACHEPREFIX="));
+	assert_non_null(strstr(details, "With --systemd, prints "
+			       "PYTHONPYCACHEPREFIX=... for a file in "
+			       "~/.config/environment.d/"));
+	assert_non_null(strstr(details, "safety net"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -150,6 +211,9 @@ int main(void)
 		cmocka_unit_test(test_help_lists_commands),
 		cmocka_unit_test(test_command_help),
 		cmocka_unit_test(test_idl_matches_tables),
+		cmocka_unit_test(test_prune_in_tables),
+		cmocka_unit_test(test_prune_idl),
+		cmocka_unit_test(test_env_help),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
