@@ -163,6 +163,28 @@ static bool root_conflict(struct server_request *req, const char *path)
 	return false;
 }
 
+/* A relocating root must not hold the prefix, nor lie inside it: the same
+ * rule the configuration file enforces on cache_dir. */
+static bool cache_dir_conflict(struct server_request *req, const char *path,
+			       enum mode mode)
+{
+	const char *cache = req->d->cfg.cache_dir;
+	char why[PATH_MAX + 64];
+
+	if (mode != MODE_RELOCATE || !cache)
+		return false;
+	if (paths_is_under(cache, path))
+		snprintf(why, sizeof(why), "it contains the cache directory %s",
+			 cache);
+	else if (paths_is_under(path, cache))
+		snprintf(why, sizeof(why), "it is inside the cache directory %s",
+			 cache);
+	else
+		return false;
+	server_invalid_path(req, path, why);
+	return true;
+}
+
 static int add_params(struct server_request *req, struct json_object *params,
 		      const char **path, bool *has_mode, enum mode *mode)
 {
@@ -245,7 +267,8 @@ void server_method_add(struct server_request *req, struct json_object *params)
 		server_reply_errno(req, r, "resolving %s", path);
 		return;
 	}
-	if (root_conflict(req, canon)) {
+	if (root_conflict(req, canon) || cache_dir_conflict(req, canon,
+			has_mode ? mode : req->d->cfg.mode)) {
 		free(canon);
 		return;
 	}
