@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,14 +124,34 @@ static int remember(struct walk *w, const struct frame *f, const char *name,
 	return 0;
 }
 
+/*
+ * ".<bytecode name>.pycached-<pid>-<ns>": relocate.c's copy in progress, left
+ * behind when the daemon died in the middle of one.
+ */
+static bool is_stale_copy(const char *name)
+{
+	const char *tag = strstr(name, ".pycached-");
+	char stem[NAME_MAX + 1];
+	size_t len;
+
+	if (name[0] != '.' || !tag || tag == name + 1)
+		return false;
+	len = (size_t)(tag - name - 1);
+	if (len > NAME_MAX || strspn(tag + 10, "0123456789-") != strlen(tag + 10))
+		return false;
+	memcpy(stem, name + 1, len);
+	stem[len] = '\0';
+	return relocate_worth_keeping(stem);
+}
+
 /* A regular file in the tree: prune it, or count (and remember) it. */
 static int visit_file(struct walk *w, struct frame *f, const char *name,
 		      const struct stat *st)
 {
 	int fd = dirfd(f->dir);
 
-	if (w->prune && relocate_worth_keeping(name) &&
-	    prefix_has_source(f->path[0] ? f->path : "", name) == 0 &&
+	if (w->prune && (is_stale_copy(name) || (relocate_worth_keeping(name) &&
+	    prefix_has_source(f->path[0] ? f->path : "", name) == 0)) &&
 	    unlinkat(fd, name, 0) == 0) {
 		w->res->files_removed++;
 		w->res->bytes_removed += (uint64_t)st->st_size;
