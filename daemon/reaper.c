@@ -128,18 +128,22 @@ static void note_foreign(struct tally *t, const char *name, mode_t mode)
  * regular file AND that has a bytecode name is counted or unlinked; the
  * d_type hint is not trusted. Returns 0 or -errno.
  */
-static int dispose(int fd, const char *name, int dst_fd, struct tally *t)
+static int dispose(int fd, const char *name, const struct stat *st, int dst_fd,
+		   struct tally *t)
 {
 	enum relocate_outcome how;
 	int r;
 
 	if (dst_fd >= 0 && relocate_worth_keeping(name)) {
-		r = relocate_file(fd, name, dst_fd, &how);
+		r = relocate_file(fd, name, dst_fd, st, &how);
 		if (r == 0) {
 			t->relocated++;
 			t->copied += how == RELOCATE_COPIED;
 			return 0;
 		}
+		/* Not the file we checked: it is put back, never unlinked. */
+		if (r == -ESTALE)
+			return -ESTALE;
 		/* Bytecode is only ever a cache: when it cannot move, it goes. */
 		t->relocate_error = r;
 	}
@@ -168,9 +172,13 @@ static int scan_pass(DIR *dir, bool remove_files, int dst_fd, struct tally *t)
 			note_foreign(t, de->d_name, st.st_mode);
 			continue;
 		}
-		if (remove_files && (r = dispose(fd, de->d_name, dst_fd, t)) < 0) {
+		if (remove_files && (r = dispose(fd, de->d_name, &st, dst_fd, t)) < 0) {
 			if (r == -ENOENT)
 				continue;
+			if (r == -ESTALE) {
+				note_foreign(t, de->d_name, S_IFSOCK);
+				continue;
+			}
 			return r;
 		}
 		t->files++;
@@ -285,6 +293,23 @@ static int evict(DIR *dir, int parent_fd, const char *name,
 	return empty_and_remove(dir, parent_fd, tmp, name, dst_fd, res);
 }
 
+static bool avoided(const struct reap_policy *p, uint64_t ino)
+{
+	for (size_t i = 0; i < p->n_avoid; i++)
+		if (p->avoid[i] == ino)
+			return true;
+	return false;
+}
+
+/*
+ * Renaming a cache we then cannot empty would only rename it back, and
+ * that rename is a new event for the same cache: refuse up front.
+ */
+static bool writable(int fd)
+{
+	return faccessat(fd, ".", W_OK, AT_EACCESS) == 0;
+}
+
 /* The prefix directory to relocate into, or -1 to delete. */
 static int open_destination(const struct reap_policy *p, struct reap_result *res)
 {
@@ -316,6 +341,11 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 			res->outcome = REAP_WOULD_REMOVE;
 		return 0;
 	}
+	if (!writable(dirfd(dir)) || !writable(parent_fd)) {
+		set_reason(res, REAP_SKIPPED, "%s", "it, or the directory holding "
+			   "it, is read-only");
+		return 0;
+	}
 	dst_fd = open_destination(p, res);
 	if (t.foreign) {
 		/* The directory stays for its foreign content; bytecode goes. */
@@ -343,6 +373,12 @@ int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,
 	if (fd < 0)
 		return explain_open_error(parent_fd, name, errno, res);
 	r = check_cache_dir(fd, p, res, &st);
+	if (r > 0)
+		res->ino = st.st_ino;
+	if (r > 0 && avoided(p, st.st_ino)) {
+		res->outcome = REAP_AVOIDED;
+		r = 0;
+	}
 	if (r <= 0) {
 		close(fd);
 		return r;

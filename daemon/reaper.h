@@ -18,6 +18,7 @@ enum reap_outcome {
 	REAP_WOULD_REMOVE, /* observe mode: everything checked, nothing touched */
 	REAP_SKIPPED,      /* left in place (reason says why); maybe emptied of bytecode */
 	REAP_GONE,         /* it vanished before we got to it */
+	REAP_AVOIDED,      /* failed before and unchanged since: left, silently */
 };
 
 struct reap_policy {
@@ -26,6 +27,8 @@ struct reap_policy {
 	bool observe;        /* decide, but touch nothing */
 	int prefix_fd;       /* relocate into this PYTHONPYCACHEPREFIX tree; -1: delete */
 	const char *src_dir; /* absolute path of the cache's parent, for the prefix */
+	const uint64_t *avoid;   /* inodes of caches that failed: do not retry */
+	size_t n_avoid;
 };
 
 struct reap_result {
@@ -35,6 +38,7 @@ struct reap_result {
 	unsigned relocated;  /* of those, moved into the prefix (or already there) */
 	unsigned copied;     /* of those, copied across filesystems */
 	int relocate_error;  /* -errno when the prefix could not be used: deleted */
+	uint64_t ino;        /* the cache directory's inode, once it was opened */
 	char reason[128];    /* why it was skipped */
 };
 

@@ -161,8 +161,22 @@ static int copy_across(int src_dir_fd, const char *name, int dst_dir_fd)
 	return r;
 }
 
+/* After the rename: is what landed the file that was checked? */
+static int check_moved(int src_dir_fd, int dst_dir_fd, const char *name,
+		       const struct stat *expect)
+{
+	struct stat st;
+
+	if (fstatat(dst_dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(st.st_mode) && st.st_ino == expect->st_ino &&
+	    st.st_dev == expect->st_dev)
+		return 0;
+	renameat2(dst_dir_fd, name, src_dir_fd, name, RENAME_NOREPLACE);
+	return -ESTALE;
+}
+
 int relocate_file(int src_dir_fd, const char *name, int dst_dir_fd,
-		  enum relocate_outcome *out)
+		  const struct stat *expect, enum relocate_outcome *out)
 {
 	int r;
 
@@ -170,7 +184,7 @@ int relocate_file(int src_dir_fd, const char *name, int dst_dir_fd,
 		*out = RELOCATE_KEPT;
 	} else if (renameat(src_dir_fd, name, dst_dir_fd, name) == 0) {
 		*out = RELOCATE_MOVED;
-		return 0;
+		return check_moved(src_dir_fd, dst_dir_fd, name, expect);
 	} else if (errno == EXDEV) {
 		r = copy_across(src_dir_fd, name, dst_dir_fd);
 		if (r < 0)

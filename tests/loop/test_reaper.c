@@ -98,9 +98,10 @@ static const char *outcome_name(enum reap_outcome o)
 	static const char *const names[] = {
 		[REAP_REMOVED] = "REMOVED", [REAP_WOULD_REMOVE] = "WOULD_REMOVE",
 		[REAP_SKIPPED] = "SKIPPED", [REAP_GONE] = "GONE",
+		[REAP_AVOIDED] = "AVOIDED",
 	};
 
-	return o <= REAP_GONE ? names[o] : "?";
+	return o <= REAP_AVOIDED ? names[o] : "?";
 }
 
 static void expect(const struct rfx *f, enum reap_outcome want,
@@ -377,6 +378,73 @@ static void test_mount_point_cache(void **state)
 	assert_int_equal(r, 0);
 }
 
+/*
+ * As an ordinary user, a cache the user cannot empty (mode 0555) in a
+ * directory the user can write. Renaming it away and back would be a new
+ * inotify event for the same cache, every time: it must be refused before
+ * anything moves.
+ */
+static int read_only_child(void *ud)
+{
+	struct rfx *f = ud;
+	struct stat before, after;
+
+	if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+		return 77;
+	f->pol.uid = 65534;
+	if (fstatat(f->pfd, "__pycache__", &before, 0) < 0)
+		return 2;
+	if (reap(f) != 0 || f->res.outcome != REAP_SKIPPED ||
+	    !strstr(f->res.reason, "read-only")) {
+		fprintf(stderr, "read-only cache: outcome %s reason '%s'\n",
+			outcome_name(f->res.outcome), f->res.reason);
+		return 1;
+	}
+	if (fstatat(f->pfd, "__pycache__", &after, 0) < 0 ||
+	    after.st_ino != before.st_ino || after.st_ctime != before.st_ctime ||
+	    !lt_exists("%s/__pycache__/m.cpython-311.pyc", f->base))
+		return 1;
+	return 0;
+}
+
+static void test_read_only_cache_not_renamed(void **state)
+{
+	struct rfx *f = *state;
+	int r;
+
+	if (geteuid() != 0)
+		skip();
+	must(lt_cache("m", "%s", f->base));
+	assert_int_equal(fchownat(f->pfd, "", 65534, 65534, AT_EMPTY_PATH), 0);
+	assert_int_equal(fchownat(f->pfd, "__pycache__", 65534, 65534, 0), 0);
+	assert_int_equal(fchmodat(f->pfd, "__pycache__", 0555, 0), 0);
+	r = lt_run_child(read_only_child, f, lt_ms(20000));
+	assert_int_equal(fchmodat(f->pfd, "__pycache__", 0755, 0), 0);
+	if (r == 77)
+		skip();
+	assert_int_equal(r, 0);
+}
+
+/* A cache that failed before is left alone until a sweep empties the list. */
+static void test_avoided_cache_untouched(void **state)
+{
+	struct rfx *f = *state;
+	struct stat st;
+	uint64_t avoid[2] = { 1 };
+
+	must(lt_cache("m", "%s", f->base));
+	assert_int_equal(fstatat(f->pfd, "__pycache__", &st, 0), 0);
+	avoid[1] = st.st_ino;
+	f->pol.avoid = avoid;
+	f->pol.n_avoid = 2;
+	assert_int_equal(reap(f), 0);
+	expect(f, REAP_AVOIDED, NULL);
+	assert_true(lt_exists("%s/__pycache__/m.cpython-311.pyc", f->base));
+	f->pol.n_avoid = 0;
+	assert_int_equal(reap(f), 0);
+	expect(f, REAP_REMOVED, NULL);
+}
+
 /* --- the removal itself -------------------------------------------------- */
 
 static void test_observe_touches_nothing(void **state)
@@ -639,6 +707,8 @@ int main(void)
 		T(test_owned_by_another_uid),
 		T(test_policy_on_another_mount),
 		T(test_mount_point_cache),
+		T(test_read_only_cache_not_renamed),
+		T(test_avoided_cache_untouched),
 		T(test_observe_touches_nothing),
 		T(test_normal_case),
 		T(test_normal_case_o_path_parent),

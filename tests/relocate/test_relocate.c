@@ -67,13 +67,24 @@ static int teardown(void **state)
 }
 
 /* Relocate one name from the cache into the mirror; the outcome. */
+/* relocate_file() with the stat a caller takes before it. */
+static int reloc(int src_fd, const char *name, int dst,
+		 enum relocate_outcome *out)
+{
+	struct stat st;
+
+	if (fstatat(src_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return relocate_file(src_fd, name, dst, &st, out);
+}
+
 static enum relocate_outcome move(struct rfx *f, const char *name)
 {
 	enum relocate_outcome out = (enum relocate_outcome)-1;
 	int dst = relocate_open_dir(f->prefix_fd, f->src);
 
 	assert_true(dst >= 0);
-	assert_int_equal(relocate_file(f->cache_fd, name, dst, &out), 0);
+	assert_int_equal(reloc(f->cache_fd, name, dst, &out), 0);
 	close(dst);
 	return out;
 }
@@ -124,7 +135,7 @@ static void test_layout_exact(void **state)
 	assert_int_equal(rt_pyc(1, 64, "%s/" TAG, f->cache), 0);
 	dst_fd = relocate_open_dir(f->prefix_fd, "/home/u/src/proj/pkg");
 	assert_true(dst_fd >= 0);
-	assert_int_equal(relocate_file(f->cache_fd, TAG, dst_fd, &out), 0);
+	assert_int_equal(reloc(f->cache_fd, TAG, dst_fd, &out), 0);
 	assert_int_equal(out, RELOCATE_MOVED);
 	close(dst_fd);
 	assert_true(rt_exists("%s/home/u/src/proj/pkg/m.cpython-311.pyc",
@@ -184,6 +195,29 @@ static void test_older_replaced(void **state)
 	assert_int_equal(move(f, TAG), RELOCATE_MOVED);
 	assert_same_file(dst, want);
 	assert_false(rt_exists("%s/" TAG, f->cache));
+}
+
+/*
+ * What the rename moves is not the file the caller checked (swapped under
+ * it by the user's own process): it goes back where it was, and -ESTALE
+ * tells the caller not to unlink the name either.
+ */
+static void test_swapped_file_moved_back(void **state)
+{
+	struct rfx *f = *state;
+	struct stat other;
+	enum relocate_outcome out;
+	int dst = relocate_open_dir(f->prefix_fd, f->src);
+
+	assert_true(dst >= 0);
+	assert_int_equal(rt_pyc(2000, 80, "%s/" TAG, f->cache), 0);
+	assert_int_equal(rt_write("x", 1, "%s/other", f->base), 0);
+	assert_int_equal(fstatat(AT_FDCWD, f->base, &other, 0), 0);
+	assert_int_equal(relocate_file(f->cache_fd, TAG, dst, &other, &out),
+			 -ESTALE);
+	close(dst);
+	assert_true(rt_exists("%s/" TAG, f->cache));
+	assert_false(rt_exists("%s/" TAG, f->mirror));
 }
 
 /* The same header means the same compiled source: nothing to replace. */
@@ -304,7 +338,7 @@ static int relocate_in(struct rfx *f, int src_fd, const char *name,
 
 	if (dst < 0)
 		return dst;
-	r = relocate_file(src_fd, name, dst, out);
+	r = reloc(src_fd, name, dst, out);
 	close(dst);
 	return r;
 }
@@ -393,6 +427,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_layout_exact, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_swapped_file_moved_back,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_never_creates, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_newer_kept, setup, teardown),
