@@ -289,14 +289,16 @@ static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 		}
 	}
 out:
-	if (pycache && j->reap && !venv)
-		watch_reap(w, r, d, fd, PYCACHE_NAME);
+	if (!ref)
+		close(fd);
 	if (venv) {
 		log_debug("%s is a virtualenv: not watched", d->name);
 		tree_drop(w, d);
+	} else if (pycache && j->reap) {
+		/* Through the root again: this fd may have left it (an ancestor
+		 * renamed gives no event). d may be gone after this. */
+		watch_reap_in(w, d, PYCACHE_NAME);
 	}
-	if (!ref)
-		close(fd);
 }
 
 static void crawl_one(struct watcher *w, struct item *it)

@@ -71,6 +71,7 @@ struct item {
 };
 
 #define HOT_MAX 16
+#define AVOID_MAX 16
 #define DENTS_SIZE (32 * 1024)
 
 struct hot_slot {
@@ -127,6 +128,13 @@ struct watcher {
 	watcher_idle_cb activity_cb;
 	void *activity_ud;
 	struct { uint32_t cookie; struct dir *node; } move;  /* unpaired MOVED_FROM */
+	/*
+	 * Caches whose reap failed or was skipped: not retried on their own
+	 * events (a failed evict renames the cache back, which is an event of
+	 * its own), only by a sweep, which empties this ring.
+	 */
+	uint64_t avoid[AVOID_MAX];
+	size_t n_avoid, avoid_next;
 };
 
 /* tree.c */
@@ -167,8 +175,8 @@ void dirref_detach(struct watcher *w, struct dir *d);
 /* Handle a buffer of inotify events as read(2) returns them (tests feed
  * synthetic ones). The caller resolves moves and starts the crawl. */
 void watch_dispatch(struct watcher *w, const void *buf, size_t len);
-void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
-		int parent_fd, const char *name);
+/* Reap parent/name, reopening parent from the root (so never outside it). */
+void watch_reap_in(struct watcher *w, struct dir *parent, const char *name);
 void watch_job_done(struct watcher *w, struct job *j);
 /* Keep root::unwatched (and the rescan timer) in step with DIR_F_UNWATCHED. */
 void watch_unwatched_add(struct watcher *w, struct dir *d);

@@ -14,6 +14,8 @@
 #include "reaper.h"
 #include "watch-internal.h"
 
+#define READS_PER_WAKEUP 8
+
 /* The slow rescan of directories whose watch the kernel refused. */
 #define UNWATCHED_RESCAN_MS 5000
 
@@ -87,12 +89,21 @@ static void account(struct root *r, const struct dir *parent, const char *path,
 		log_warn("skipped %s: %s", path, res->reason);
 		break;
 	case REAP_GONE:
+	case REAP_AVOIDED:
 		break;
 	}
 }
 
-void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
-		int parent_fd, const char *name)
+static void avoid(struct watcher *w, uint64_t ino)
+{
+	w->avoid[w->avoid_next] = ino;
+	w->avoid_next = (w->avoid_next + 1) % AVOID_MAX;
+	if (w->n_avoid < AVOID_MAX)
+		w->n_avoid++;
+}
+
+static void reap_at(struct watcher *w, struct root *r, struct dir *parent,
+		    int parent_fd, const char *name)
 {
 	bool relocate = r->conf.mode == MODE_RELOCATE && w->settings.prefix_fd >= 0;
 	char *src_dir = relocate ? tree_path(parent, NULL) : NULL;
@@ -102,6 +113,8 @@ void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
 		.observe = r->conf.mode == MODE_OBSERVE,
 		.prefix_fd = src_dir ? w->settings.prefix_fd : -1,
 		.src_dir = src_dir,
+		.avoid = w->avoid,
+		.n_avoid = w->n_avoid,
 	};
 	struct reap_result res;
 	char *path = tree_path(parent, name);
@@ -117,8 +130,19 @@ void watch_reap(struct watcher *w, struct root *r, struct dir *parent,
 			  path ? path : name);
 	free(src_dir);
 	free(path);
-	if (err == 0 && res.outcome != REAP_GONE && w->activity_cb)
+	if (res.ino && (err < 0 || res.outcome == REAP_SKIPPED))
+		avoid(w, res.ino);
+	if (err == 0 && res.outcome != REAP_GONE && res.outcome != REAP_AVOIDED &&
+	    w->activity_cb)
 		w->activity_cb(w, w->activity_ud);
+}
+
+static bool root_has_full_job(const struct watcher *w, const struct root *r)
+{
+	for (const struct job *j = w->jobs; j; j = j->next)
+		if (j->root == r && j->full && j->pending)
+			return true;
+	return false;
 }
 
 /*
@@ -138,11 +162,11 @@ static void reopen_failed(struct watcher *w, struct root *r, int err)
 		close(fd);
 	log_debug("cannot reopen a watched directory (%s): rescanning",
 		  strerror(-err));
-	if (r->active)
+	if (r->active && !root_has_full_job(w, r))
 		watcher_sweep(w, r, NULL, NULL);
 }
 
-static void reap_in(struct watcher *w, struct dir *parent, const char *name)
+void watch_reap_in(struct watcher *w, struct dir *parent, const char *name)
 {
 	int fd = tree_open(parent);
 
@@ -150,7 +174,7 @@ static void reap_in(struct watcher *w, struct dir *parent, const char *name)
 		reopen_failed(w, parent->root, fd);
 		return;
 	}
-	watch_reap(w, parent->root, parent, fd, name);
+	reap_at(w, parent->root, parent, fd, name);
 	close(fd);
 }
 
@@ -162,7 +186,7 @@ static void dir_appeared(struct watcher *w, struct dir *parent, const char *name
 	int fd;
 
 	if (!strcmp(name, PYCACHE_NAME)) {
-		reap_in(w, parent, name);
+		watch_reap_in(w, parent, name);
 		return;
 	}
 	if (!strncmp(name, ".__pycache__.pycached-", 22) || watch_excluded(r, name))
@@ -232,7 +256,7 @@ static void file_event(struct watcher *w, struct dir *d,
 	if (!(ev->mask & (IN_CREATE | IN_MOVED_TO)))
 		return;
 	if (!strcmp(ev->name, PYCACHE_NAME)) {
-		reap_in(w, d, ev->name);
+		watch_reap_in(w, d, ev->name);
 	} else if (!strcmp(ev->name, "pyvenv.cfg") && d->parent &&
 		   w->settings.skip_venvs) {
 		log_debug("%s became a virtualenv: no longer watched", d->name);
@@ -330,7 +354,11 @@ static void on_readable(uv_poll_t *h, int status, int events)
 	char buf[64 * 1024]
 		__attribute__((aligned(__alignof__(struct inotify_event))));
 
-	for (;;) {
+	/*
+	 * A bounded number of reads: signals, clients and the crawl get their
+	 * turn however fast events come; the fd stays readable for the rest.
+	 */
+	for (int i = 0; i < READS_PER_WAKEUP; i++) {
 		ssize_t n = read(w->fd, buf, sizeof(buf));
 
 		if (n < 0 && errno == EINTR)
@@ -834,6 +862,7 @@ int watcher_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
 
 	if (!r->active)
 		return -ENOENT;
+	w->n_avoid = 0;
 	j = crawl_job_new(w, r, true, true, cb, ud);
 	if (!j)
 		return -ENOMEM;
