@@ -859,6 +859,7 @@ static bool relocating(const struct config *cfg)
 static int cache_dir_resolve(struct parser *p)
 {
 	struct config *cfg = p->cfg;
+	struct stat st;
 	char *real;
 	int r;
 
@@ -869,6 +870,12 @@ static int cache_dir_resolve(struct parser *p)
 	}
 	if (!cfg->cache_dir || (!p->cache_dir_line && !relocating(cfg)))
 		return 0;
+	/* The symlink check must see the name as written, not its target. */
+	if (lstat(cfg->cache_dir, &st) == 0 && S_ISLNK(st.st_mode)) {
+		report(p, p->cache_dir_line, "cache_dir %s is a symbolic link; "
+		       "name the real directory", cfg->cache_dir);
+		return -EINVAL;
+	}
 	/* Compare canonical paths when it exists; it may not yet. */
 	real = realpath(cfg->cache_dir, NULL);
 	if (real) {

@@ -163,21 +163,22 @@ static bool root_conflict(struct server_request *req, const char *path)
 	return false;
 }
 
-/* A relocating root must not hold the prefix, nor lie inside it: the same
- * rule the configuration file enforces on cache_dir. */
+/* No root lies inside the prefix, and a relocating one does not hold it:
+ * the rules the configuration file enforces on cache_dir. */
 static bool cache_dir_conflict(struct server_request *req, const char *path,
 			       enum mode mode)
 {
 	const char *cache = req->d->cfg.cache_dir;
 	char why[PATH_MAX + 64];
 
-	if (mode != MODE_RELOCATE || !cache)
+	if (!cache)
 		return false;
-	if (paths_is_under(cache, path))
-		snprintf(why, sizeof(why), "it contains the cache directory %s",
-			 cache);
-	else if (paths_is_under(path, cache))
+	/* In any mode: prune deletes .pyc files in there that lack a source. */
+	if (paths_is_under(path, cache))
 		snprintf(why, sizeof(why), "it is inside the cache directory %s",
+			 cache);
+	else if (mode == MODE_RELOCATE && paths_is_under(cache, path))
+		snprintf(why, sizeof(why), "it contains the cache directory %s",
 			 cache);
 	else
 		return false;

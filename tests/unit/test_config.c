@@ -461,6 +461,10 @@ static void test_relocate_cache_dir(void **state)
 		      "directory outside every root\n");
 	expect_errors(fx, "[pycached]\ncache_dir = @/a\n[root @/a/cache]\n",
 		      ":2: root @/a/cache is inside cache_dir @/a\n");
+	/* The fixture's @/link points at @/a. */
+	expect_errors(fx, "[pycached]\ncache_dir = @/link\n",
+		      ":2: cache_dir @/link is a symbolic link; name the real "
+		      "directory\n");
 	expect_errors(fx, "[pycached]\ncache_dir = @/wide\n",
 		      ":2: cache_dir @/wide is world-writable; use a private "
 		      "directory\n");
