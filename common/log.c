@@ -113,6 +113,11 @@ static void vlog_suffix(enum log_level level, const char *suffix,
 	if (level > log_state.level)
 		return;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
+	/* File names are the user's bytes: a newline in one must not forge a
+	 * log line, nor an escape sequence repaint a terminal. */
+	for (char *p = buf; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	/* One fprintf per line keeps lines whole in the journal. */
 	if (log_state.journal)
 		fprintf(stderr, "<%d>%s%s\n", (int)level, buf, suffix);
