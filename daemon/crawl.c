@@ -281,6 +281,8 @@ static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 				pycache = true;
 			} else if (!strcmp(de->d_name, "pyvenv.cfg")) {
 				venv = w->settings.skip_venvs && d->parent;
+			} else if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
+				continue;   /* files: no glob is worth matching */
 			} else if (!skip_name(r, de->d_name) && is_dir_entry(fd, de)) {
 				if (!ref && !(ref = dirref_new(w, fd, d)))
 					goto out;

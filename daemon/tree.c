@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 #include <unistd.h>
 
 #include "reaper.h"
@@ -243,28 +245,75 @@ void tree_drop(struct watcher *w, struct dir *d)
 	}
 }
 
-int tree_open(const struct dir *d)
+int tree_openat2(int dirfd, const char *path, uint64_t resolve)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+		.resolve = resolve | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+
+	return fd < 0 ? -errno : (int)fd;
+}
+
+/* d's path below its root, "a/b/c" ("." for the top). Caller frees. */
+static char *relative_path(const struct dir *d)
+{
+	size_t len = 2;
+	char *p, *end;
+
+	for (const struct dir *c = d; c->parent; c = c->parent)
+		len += strlen(c->name) + 1;
+	p = malloc(len);
+	if (!p)
+		return NULL;
+	if (!d->parent)
+		return strcpy(p, ".");
+	end = p + len - 2;
+	*end = '\0';
+	for (const struct dir *c = d; c->parent; c = c->parent) {
+		size_t n = strlen(c->name);
+
+		end -= n;
+		memcpy(end, c->name, n);
+		if (c->parent->parent)
+			*--end = '/';
+	}
+	return memmove(p, end, strlen(end) + 1);
+}
+
+/*
+ * One openat2() below the root, refusing symlinks and mount crossings; the
+ * component walk below is the fallback (old kernels, very deep paths).
+ */
+static int open_below(int root_fd, const struct dir *d)
+{
+	char *rel = relative_path(d);
+	int fd;
+
+	if (!rel)
+		return -ENOMEM;
+	fd = tree_openat2(root_fd, rel, RESOLVE_BENEATH | RESOLVE_NO_XDEV);
+	free(rel);
+	return fd;
+}
+
+/* The fallback: one openat(O_NOFOLLOW) per component. */
+static int walk_below(int root_fd, const struct dir *d)
 {
 	const struct dir **chain;
-	const struct dir *c;
 	size_t depth = 0;
-	uint64_t mnt_id, ino;
-	int fd, r = 0;
+	int fd;
 
-
-	for (c = d; c->parent; c = c->parent)
+	for (const struct dir *c = d; c->parent; c = c->parent)
 		depth++;
 	chain = malloc((depth + 1) * sizeof(*chain));
 	if (!chain)
 		return -ENOMEM;
 	depth = 0;
-	for (c = d; c->parent; c = c->parent)
+	for (const struct dir *c = d; c->parent; c = c->parent)
 		chain[depth++] = c;
-	fd = watch_root_open(d->root);
-	if (fd < 0) {
-		free(chain);
-		return fd;
-	}
+	fd = openat(root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	for (size_t i = depth; fd >= 0 && i-- > 0;) {
 		int next = openat(fd, chain[i]->name,
 				  O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -272,8 +321,22 @@ int tree_open(const struct dir *d)
 		fd = next;
 	}
 	free(chain);
+	return fd < 0 ? -errno : fd;
+}
+
+int tree_open(const struct dir *d)
+{
+	int root = watch_root_open(d->root), fd, r;
+	uint64_t mnt_id, ino;
+
+	if (root < 0)
+		return root;
+	fd = open_below(root, d);
+	if (fd == -ENOSYS || fd == -ENAMETOOLONG || fd == -E2BIG)
+		fd = walk_below(root, d);
+	close(root);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	/* The names are a cache: only the inode says it is the watched dir. */
 	r = reaper_fd_identity(fd, &mnt_id, &ino);
 	if (r == 0 && (ino != d->ino || mnt_id != d->root->mnt_id))

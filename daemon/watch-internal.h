@@ -154,6 +154,8 @@ void tree_drop(struct watcher *w, struct dir *d);
 /* Open d by walking from its root's fd without following symlinks and check
  * it is still the inode we watch. O_PATH fd or -errno (-ESTALE on mismatch). */
 int tree_open(const struct dir *d);
+/* openat2(O_PATH|O_DIRECTORY) refusing symlinks, plus `resolve` flags. */
+int tree_openat2(int dirfd, const char *path, uint64_t resolve);
 /* "/root/path/a/b" of d (or of d/name when name != NULL); caller frees. */
 char *tree_path(const struct dir *d, const char *name);
 

@@ -392,6 +392,9 @@ static void anchor_release(struct watcher *w, struct root *r)
 	r->anchor_next = NULL;
 }
 
+static int walk_root(const char *path, int *anchor, char *next,
+		     size_t next_len);
+
 /* Wait, without polling, for `next` to appear in the directory at fd. */
 static void anchor_set(struct watcher *w, struct root *r, int fd,
 		       const char *next)
@@ -416,6 +419,16 @@ static void anchor_set(struct watcher *w, struct root *r, int fd,
  * reached and *next the name that was not there.
  */
 static int open_root(const char *path, int *anchor, char *next, size_t next_len)
+{
+	/* The common case in one call; the walk finds the anchor otherwise. */
+	int fast = tree_openat2(AT_FDCWD, path, 0);
+
+	if (fast >= 0)
+		return fast;
+	return walk_root(path, anchor, next, next_len);
+}
+
+static int walk_root(const char *path, int *anchor, char *next, size_t next_len)
 {
 	char *copy = strdup(path), *save = NULL, *comp;
 	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), err = 0;
