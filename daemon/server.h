@@ -10,7 +10,7 @@
 struct daemon;
 struct server;
 
-#define SERVER_MAX_CLIENTS 64
+#define SERVER_MAX_CLIENTS 128
 /* A client that makes no progress (half a request, an unread reply) goes. */
 #define SERVER_STALL_MSEC 10000
 #define SERVER_BACKLOG 64
