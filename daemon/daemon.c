@@ -51,7 +51,7 @@ static void on_status_timer(uv_timer_t *t)
 	daemon_notify_status(t->data);
 }
 
-static uint64_t bytes_relocated(struct daemon *d)
+static uint64_t bytes_relocated(const struct daemon *d)
 {
 	uint64_t sum = 0;
 
@@ -61,30 +61,43 @@ static uint64_t bytes_relocated(struct daemon *d)
 	return sum;
 }
 
+uint64_t daemon_cache_estimate(const struct daemon *d)
+{
+	uint64_t moved = bytes_relocated(d);
+
+	/* A root that left took its counter along: then the count alone. */
+	return d->prefix_bytes + (moved >= d->relocated_mark ?
+				  moved - d->relocated_mark : 0);
+}
+
+void daemon_cache_counted(struct daemon *d, uint64_t bytes)
+{
+	d->prefix_bytes = bytes;
+	d->relocated_mark = bytes_relocated(d);
+}
+
 /*
  * The prefix is counted by a walk only when the running estimate (last count
  * plus what was relocated since) passes the cap: between reaps this is a sum.
  */
 void daemon_check_cache_size(struct daemon *d, bool recount)
 {
-	uint64_t moved = bytes_relocated(d), cap = d->cfg.cache_max_size;
+	uint64_t cap = d->cfg.cache_max_size;
 	struct prefix_result res;
 	int r;
 
 	if (!cap || d->prefix_fd < 0)
 		return;
-	if (!recount && d->prefix_bytes + (moved - d->relocated_mark) <= cap)
+	if (!recount && daemon_cache_estimate(d) <= cap)
 		return;
 	r = prefix_evict(d->prefix_fd, cap, &res);
-	d->relocated_mark = moved;
+	/* On failure, count 0: the next walk waits for another cap's worth. */
+	daemon_cache_counted(d, r < 0 ? 0 : res.bytes_left);
 	if (r < 0) {
-		/* Do not walk again on every reap: wait for another cap's worth. */
-		d->prefix_bytes = 0;
 		if (r != -EPERM)
 			log_errno(r, "cannot evict from %s", d->cfg.cache_dir);
 		return;
 	}
-	d->prefix_bytes = res.bytes_left;
 	if (res.files_removed)
 		log_info("cache directory over cache_max_size: evicted %llu least "
 			 "recently used files (%llu bytes)",

@@ -81,6 +81,11 @@ void daemon_stop_server(struct daemon *d);
  * it; the watcher's settings follow. Failures are logged. */
 void daemon_use_prefix(struct daemon *d, bool needed);
 
+/* The prefix's bytecode: the last count plus what was relocated since. */
+uint64_t daemon_cache_estimate(const struct daemon *d);
+/* Record a fresh count of the prefix (after a walk: evict, prune). */
+void daemon_cache_counted(struct daemon *d, uint64_t bytes);
+
 /* Evict from the prefix when cache_max_size is exceeded (cheap otherwise). */
 void daemon_check_cache_size(struct daemon *d, bool recount);
 

@@ -241,28 +241,6 @@ static int add_reload(struct json_object *p, const struct reload_result *rr)
 }
 
 /* What relocation added to the prefix since the daemon started. */
-static uint64_t bytes_relocated_now(struct watcher *w)
-{
-	uint64_t sum = 0;
-
-	for (struct root *r = watcher_next_root(w, NULL); r;
-	     r = watcher_next_root(w, r))
-		sum += root_stats(r)->bytes_relocated;
-	return sum;
-}
-
-/*
- * daemon_check_cache_size's estimate: the last count plus what moved in
- * since. A root that left took its counter along: then the count alone.
- */
-static uint64_t prefix_estimate(const struct daemon *d)
-{
-	uint64_t moved = bytes_relocated_now(d->watcher);
-
-	return d->prefix_bytes + (moved >= d->relocated_mark ?
-				  moved - d->relocated_mark : 0);
-}
-
 static int add_daemon_status(struct json_object *p, const struct daemon *d)
 {
 	uint64_t now_usec = uv_hrtime() / 1000;
@@ -280,7 +258,7 @@ static int add_daemon_status(struct json_object *p, const struct daemon *d)
 		r |= proto_add_name(p, "cache_dir", d->cfg.cache_dir);
 	/* The prefix is counted only under a cap: no size beats a wrong one. */
 	if (d->prefix_fd >= 0 && d->cfg.cache_max_size)
-		r |= proto_add_u64(p, "cache_bytes", prefix_estimate(d));
+		r |= proto_add_u64(p, "cache_bytes", daemon_cache_estimate(d));
 	r |= proto_add_u64(p, "watches", ws.watches);
 	r |= proto_add_u64(p, "max_watches", ws.max_watches);
 	r |= proto_add_u64(p, "overflows", ws.overflows);
@@ -470,8 +448,7 @@ static void prune_done(struct server_request *req, int fd, int r,
 		return;
 	}
 	if (fd == d->prefix_fd) {
-		d->prefix_bytes = res->bytes_left;
-		d->relocated_mark = bytes_relocated_now(d->watcher);
+		daemon_cache_counted(d, res->bytes_left);
 	}
 	log_info("pruned %s: %llu files (%llu bytes) without source and %llu "
 		 "empty directories removed", dir,
