@@ -102,6 +102,16 @@ static void avoid(struct watcher *w, uint64_t ino)
 		w->n_avoid++;
 }
 
+/* The path string is for the log and last_skip only: build it when read. */
+static bool wants_path(int err, const struct reap_result *res)
+{
+	if (err < 0 || res->relocate_error || res->outcome == REAP_SKIPPED)
+		return true;
+	return (res->outcome == REAP_REMOVED ||
+		res->outcome == REAP_WOULD_REMOVE) &&
+	       log_get_level() >= LOG_LEVEL_INFO;
+}
+
 static void reap_at(struct watcher *w, struct root *r, struct dir *parent,
 		    int parent_fd, const char *name)
 {
@@ -117,8 +127,8 @@ static void reap_at(struct watcher *w, struct root *r, struct dir *parent,
 		.n_avoid = w->n_avoid,
 	};
 	struct reap_result res;
-	char *path = tree_path(parent, name);
 	int err = reaper_reap(parent_fd, name, &pol, &res);
+	char *path = wants_path(err, &res) ? tree_path(parent, name) : NULL;
 
 	if (err < 0)
 		log_errno(err, "cannot remove %s", path ? path : name);
