@@ -16,6 +16,13 @@
 /* How often to empty a cache that refills between our listing and rmdir. */
 #define EVICT_TRIES 5
 
+/* Where bytecode goes: the prefix directory (-1: delete) and the directory
+ * of the sources, which decides between two versions of a pyc. */
+struct dest {
+	int fd;
+	int source_fd;
+};
+
 struct tally {
 	unsigned files;
 	unsigned relocated;
@@ -128,14 +135,14 @@ static void note_foreign(struct tally *t, const char *name, mode_t mode)
  * regular file AND that has a bytecode name is counted or unlinked; the
  * d_type hint is not trusted. Returns 0 or -errno.
  */
-static int dispose(int fd, const char *name, const struct stat *st, int dst_fd,
-		   struct tally *t)
+static int dispose(int fd, const char *name, const struct stat *st,
+		   const struct dest *dst, struct tally *t)
 {
 	enum relocate_outcome how;
 	int r;
 
-	if (dst_fd >= 0 && relocate_worth_keeping(name)) {
-		r = relocate_file(fd, name, dst_fd, st, &how);
+	if (dst->fd >= 0 && relocate_worth_keeping(name)) {
+		r = relocate_file(fd, name, dst->fd, st, dst->source_fd, &how);
 		if (r == 0) {
 			t->relocated++;
 			t->copied += how == RELOCATE_COPIED;
@@ -150,7 +157,8 @@ static int dispose(int fd, const char *name, const struct stat *st, int dst_fd,
 	return unlinkat(fd, name, 0) < 0 ? -errno : 0;
 }
 
-static int scan_pass(DIR *dir, bool remove_files, int dst_fd, struct tally *t)
+static int scan_pass(DIR *dir, bool remove_files, const struct dest *dst,
+		     struct tally *t)
 {
 	int fd = dirfd(dir);
 	struct dirent *de;
@@ -172,7 +180,7 @@ static int scan_pass(DIR *dir, bool remove_files, int dst_fd, struct tally *t)
 			note_foreign(t, de->d_name, st.st_mode);
 			continue;
 		}
-		if (remove_files && (r = dispose(fd, de->d_name, &st, dst_fd, t)) < 0) {
+		if (remove_files && (r = dispose(fd, de->d_name, &st, dst, t)) < 0) {
 			if (r == -ENOENT)
 				continue;
 			if (r == -ESTALE) {
@@ -231,12 +239,13 @@ static bool same_inode(int parent_fd, const char *name, const struct stat *want)
  * a file: list again until rmdir succeeds. rmdir cannot lose data.
  */
 static int empty_and_remove(DIR *dir, int parent_fd, const char *tmp,
-			    const char *name, int dst_fd, struct reap_result *res)
+			    const char *name, const struct dest *dst,
+			    struct reap_result *res)
 {
 	struct tally t;
 
 	for (int i = 0; i < EVICT_TRIES; i++) {
-		int r = scan_pass(dir, true, dst_fd, &t);
+		int r = scan_pass(dir, true, dst, &t);
 
 		add_tally(res, &t);
 		if (r == 0 && t.foreign) {
@@ -269,7 +278,8 @@ static int empty_and_remove(DIR *dir, int parent_fd, const char *tmp,
  * ignores, instead of refilling a directory we are emptying (FACTS.md).
  */
 static int evict(DIR *dir, int parent_fd, const char *name,
-		 const struct stat *st, int dst_fd, struct reap_result *res)
+		 const struct stat *st, const struct dest *dst,
+		 struct reap_result *res)
 {
 	char tmp[80];
 	struct timespec ts;
@@ -290,7 +300,7 @@ static int evict(DIR *dir, int parent_fd, const char *name,
 		restore(parent_fd, tmp, name, res);
 		return 0;
 	}
-	return empty_and_remove(dir, parent_fd, tmp, name, dst_fd, res);
+	return empty_and_remove(dir, parent_fd, tmp, name, dst, res);
 }
 
 static bool avoided(const struct reap_policy *p, uint64_t ino)
@@ -327,10 +337,11 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 		    const struct reap_policy *p, const struct stat *st,
 		    struct reap_result *res)
 {
+	struct dest dst = { .fd = -1, .source_fd = parent_fd };
 	struct tally t;
-	int r, dst_fd;
+	int r;
 
-	r = scan_pass(dir, false, -1, &t);
+	r = scan_pass(dir, false, &dst, &t);
 	if (r < 0)
 		return r;
 	if (p->observe) {
@@ -346,17 +357,17 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 			   "it, is read-only");
 		return 0;
 	}
-	dst_fd = open_destination(p, res);
+	dst.fd = open_destination(p, res);
 	if (t.foreign) {
 		/* The directory stays for its foreign content; bytecode goes. */
-		r = scan_pass(dir, true, dst_fd, &t);
+		r = scan_pass(dir, true, &dst, &t);
 		add_tally(res, &t);
 		skip_foreign(res, &t);
 	} else {
-		r = evict(dir, parent_fd, name, st, dst_fd, res);
+		r = evict(dir, parent_fd, name, st, &dst, res);
 	}
-	if (dst_fd >= 0)
-		close(dst_fd);
+	if (dst.fd >= 0)
+		close(dst.fd);
 	return r;
 }
 

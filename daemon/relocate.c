@@ -2,11 +2,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,8 +57,31 @@ out:
 	return err ? err : fd;
 }
 
+/* The whole path in one openat2(), symlinks refused; -errno. */
+static int open_beneath(int prefix_fd, const char *src_dir)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+			   RESOLVE_NO_MAGICLINKS,
+	};
+	long fd;
+
+	while (*src_dir == '/')
+		src_dir++;
+	fd = syscall(SYS_openat2, prefix_fd, *src_dir ? src_dir : ".", &how,
+		     sizeof(how));
+	return fd < 0 ? -errno : (int)fd;
+}
+
 int relocate_open_dir(int prefix_fd, const char *src_dir)
 {
+	/* Most files go where one went before: one syscall then, not two a
+	 * component. Anything but a symlink on the way takes the slow walk. */
+	int fd = open_beneath(prefix_fd, src_dir);
+
+	if (fd >= 0 || fd == -ELOOP)
+		return fd;
 	return walk_dir(prefix_fd, src_dir, true);
 }
 
@@ -87,14 +113,44 @@ static uint32_t le32(const unsigned char *p)
 	       (uint32_t)p[3] << 24;
 }
 
+/* Does a pyc header describe this source file (timestamp pycs only)? */
+static bool header_matches(const unsigned char *h, const struct stat *src)
+{
+	return le32(h + 8) == (uint32_t)src->st_mtime &&
+	       le32(h + 12) == (uint32_t)src->st_size;
+}
+
+/*
+ * The source "<stem>.py" beside the cache, without following a symlink:
+ * CPython's own bytecode names put no '.' in the stem. 0 or -errno.
+ */
+static int stat_source(int source_dir_fd, const char *name, struct stat *st)
+{
+	const char *dot = strchr(name, '.');
+	char py[NAME_MAX + 1];
+
+	if (source_dir_fd < 0 || !dot || dot - name > NAME_MAX - 3)
+		return -ENOENT;
+	snprintf(py, sizeof(py), "%.*s.py", (int)(dot - name), name);
+	if (fstatat(source_dir_fd, py, st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return S_ISREG(st->st_mode) ? 0 : -ENOENT;
+}
+
 /*
  * Does the prefix already hold this file, or a newer one? Timestamp pycs
- * (flags 0) carry the source mtime at bytes 8..11: a larger one is newer.
- * Anything unreadable or hash-based is replaced by the fresh file.
+ * (flags 0) carry the source mtime and size at bytes 8..15. The source
+ * itself decides first: a pyc that matches it is current, whatever the
+ * other says (a source whose mtime went back, by cp -p or a checkout, is
+ * compiled to an "older" pyc that is the right one). Without the source,
+ * the larger mtime is newer. Anything unreadable or hash-based is
+ * replaced by the fresh file.
  */
-static bool dst_is_current(int src_dir_fd, int dst_dir_fd, const char *name)
+static bool dst_is_current(int src_dir_fd, int dst_dir_fd, const char *name,
+			   int source_dir_fd)
 {
 	unsigned char src[PYC_HEADER], dst[PYC_HEADER];
+	struct stat py;
 
 	if (read_header(dst_dir_fd, name, dst) < 0 ||
 	    read_header(src_dir_fd, name, src) < 0)
@@ -103,6 +159,12 @@ static bool dst_is_current(int src_dir_fd, int dst_dir_fd, const char *name)
 		return false;
 	if (!memcmp(src, dst, PYC_HEADER))
 		return true;
+	if (stat_source(source_dir_fd, name, &py) == 0) {
+		if (header_matches(src, &py))
+			return false;
+		if (header_matches(dst, &py))
+			return true;
+	}
 	return le32(dst + 8) > le32(src + 8);
 }
 
@@ -176,11 +238,12 @@ static int check_moved(int src_dir_fd, int dst_dir_fd, const char *name,
 }
 
 int relocate_file(int src_dir_fd, const char *name, int dst_dir_fd,
-		  const struct stat *expect, enum relocate_outcome *out)
+		  const struct stat *expect, int source_dir_fd,
+		  enum relocate_outcome *out)
 {
 	int r;
 
-	if (dst_is_current(src_dir_fd, dst_dir_fd, name)) {
+	if (dst_is_current(src_dir_fd, dst_dir_fd, name, source_dir_fd)) {
 		*out = RELOCATE_KEPT;
 	} else if (renameat(src_dir_fd, name, dst_dir_fd, name) == 0) {
 		*out = RELOCATE_MOVED;

@@ -30,13 +30,17 @@ int relocate_find_dir(int prefix_fd, const char *src_dir);
 
 /*
  * Move src_dir_fd/name, a regular bytecode file the caller verified (as
- * *expect), to dst_dir_fd/name. 0 with *out set, or -errno with the source
- * untouched; -ESTALE when what the rename moved was not that file (it was
- * swapped under us): it is moved back, and must not be unlinked either.
+ * *expect), to dst_dir_fd/name, unless dst_dir_fd holds the same or a newer
+ * one. source_dir_fd is the directory of the .py files (-1: unknown): a
+ * pyc that matches its source is never taken for the older one. 0 with
+ * *out set, or -errno with the source untouched; -ESTALE when what the
+ * rename moved was not that file (it was swapped under us): it is moved
+ * back, and must not be unlinked either.
  */
 struct stat;
 int relocate_file(int src_dir_fd, const char *name, int dst_dir_fd,
-		  const struct stat *expect, enum relocate_outcome *out);
+		  const struct stat *expect, int source_dir_fd,
+		  enum relocate_outcome *out);
 
 /* True for a finished bytecode name ("*.pyc", "*.pyo"); false for CPython's
  * in-flight "*.pyc.<digits>" temporaries, which are never worth keeping. */

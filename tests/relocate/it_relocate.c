@@ -102,8 +102,12 @@ static void status_hints_env(void **state)
 		fail_msg("no hint in status:\n%s", p.out);
 }
 
-/* A newer pyc in the prefix stays; an older one is replaced. */
-static void newer_in_prefix_kept(void **state)
+/*
+ * A pyc that matches its source replaces the prefix's, even one whose
+ * header says it is newer (a source whose mtime went back); an older one
+ * is replaced anyway.
+ */
+static void source_gone_back_replaces(void **state)
 {
 	struct itr w;
 	const char *m, *init;
@@ -112,11 +116,10 @@ static void newer_in_prefix_kept(void **state)
 	m = itr_pyc(&w, "pkg", "m");
 	init = itr_pyc(&w, "pkg", "__init__");
 	itr_make_pkg(&w, STEMS("m"));
-	/* Same magic, a source mtime far ahead: the prefix's copy wins. */
 	itr_plant_pyc(&w, m, 0xfffffff0u);
 	itr_plant_pyc(&w, init, 1);
 	itr_import(&w, "pkg", "pkg.m", STEMS("__init__", "m"));
-	assert_int_equal(itr_pyc_mtime(m), 0xfffffff0u);
+	assert_true(itr_pyc_mtime(m) != 0xfffffff0u);
 	assert_true(itr_pyc_mtime(init) > 1);
 	assert_false(hx_log_contains(w.h, "cannot relocate"));
 }
@@ -299,7 +302,7 @@ int main(int argc, char **argv)
 		T(relocates_without_config_file),
 		T(status_counts_relocations),
 		T(status_hints_env),
-		T(newer_in_prefix_kept),
+		T(source_gone_back_replaces),
 		T(compileall_relocates_all),
 		T(prune_removes_orphans),
 		T(prune_refuses_unclaimed),

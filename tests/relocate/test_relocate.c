@@ -25,6 +25,9 @@
 
 #define TAG "m.cpython-311.pyc"
 #define CHILD_MS 20000
+/* The size of the m.py a source test makes: rt_pyc(mtime, SRC_SIZE, …)
+ * then records exactly its mtime and size. */
+#define SRC_SIZE 64
 
 struct rfx {
 	char *base;      /* mkdtemp */
@@ -66,27 +69,34 @@ static int teardown(void **state)
 	return r;
 }
 
-/* Relocate one name from the cache into the mirror; the outcome. */
 /* relocate_file() with the stat a caller takes before it. */
-static int reloc(int src_fd, const char *name, int dst,
+static int reloc(int src_fd, const char *name, int dst, int source_fd,
 		 enum relocate_outcome *out)
 {
 	struct stat st;
 
 	if (fstatat(src_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	return relocate_file(src_fd, name, dst, &st, out);
+	return relocate_file(src_fd, name, dst, &st, source_fd, out);
 }
 
-static enum relocate_outcome move(struct rfx *f, const char *name)
+/* Relocate one name from the cache into the mirror, its source looked
+ * for in source_fd (-1: none); the outcome. */
+static enum relocate_outcome move_from(struct rfx *f, const char *name,
+				       int source_fd)
 {
 	enum relocate_outcome out = (enum relocate_outcome)-1;
 	int dst = relocate_open_dir(f->prefix_fd, f->src);
 
 	assert_true(dst >= 0);
-	assert_int_equal(reloc(f->cache_fd, name, dst, &out), 0);
+	assert_int_equal(reloc(f->cache_fd, name, dst, source_fd, &out), 0);
 	close(dst);
 	return out;
+}
+
+static enum relocate_outcome move(struct rfx *f, const char *name)
+{
+	return move_from(f, name, -1);
 }
 
 static void assert_same_file(const char *a, const char *b)
@@ -135,7 +145,7 @@ static void test_layout_exact(void **state)
 	assert_int_equal(rt_pyc(1, 64, "%s/" TAG, f->cache), 0);
 	dst_fd = relocate_open_dir(f->prefix_fd, "/home/u/src/proj/pkg");
 	assert_true(dst_fd >= 0);
-	assert_int_equal(reloc(f->cache_fd, TAG, dst_fd, &out), 0);
+	assert_int_equal(reloc(f->cache_fd, TAG, dst_fd, -1, &out), 0);
 	assert_int_equal(out, RELOCATE_MOVED);
 	close(dst_fd);
 	assert_true(rt_exists("%s/home/u/src/proj/pkg/m.cpython-311.pyc",
@@ -213,7 +223,7 @@ static void test_swapped_file_moved_back(void **state)
 	assert_int_equal(rt_pyc(2000, 80, "%s/" TAG, f->cache), 0);
 	assert_int_equal(rt_write("x", 1, "%s/other", f->base), 0);
 	assert_int_equal(fstatat(AT_FDCWD, f->base, &other, 0), 0);
-	assert_int_equal(relocate_file(f->cache_fd, TAG, dst, &other, &out),
+	assert_int_equal(relocate_file(f->cache_fd, TAG, dst, &other, -1, &out),
 			 -ESTALE);
 	close(dst);
 	assert_true(rt_exists("%s/" TAG, f->cache));
@@ -244,6 +254,81 @@ static void test_hash_based_and_short_replaced(void **state)
 	assert_int_equal(rt_pyc(1000, 64, "%s/" TAG, f->cache), 0);
 	assert_int_equal(move(f, TAG), RELOCATE_MOVED);
 	assert_int_equal(rt_pyc_mtime("%s/" TAG, f->mirror), 1000);
+}
+
+/* path, SRC_SIZE bytes, with this mtime: a source a pyc can match. */
+static void make_source(const char *path, uint32_t mtime)
+{
+	const struct timespec ts[2] = { { .tv_sec = mtime },
+					{ .tv_sec = mtime } };
+	char text[SRC_SIZE];
+
+	memset(text, '#', sizeof(text));
+	text[sizeof(text) - 1] = '\n';
+	assert_int_equal(rt_write(text, sizeof(text), "%s", path), 0);
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+/*
+ * The prefix holds a pyc of source mtime have, the cache one of source
+ * mtime in and size in_size: relocate it, with source_fd, and say how.
+ */
+static enum relocate_outcome contest(struct rfx *f, int source_fd,
+				     uint32_t have, uint32_t in, size_t in_size)
+{
+	enum relocate_outcome out;
+
+	assert_int_equal(rt_pyc(have, SRC_SIZE, "%s/" TAG, f->mirror), 0);
+	assert_int_equal(rt_pyc(in, in_size, "%s/" TAG, f->cache), 0);
+	out = move_from(f, TAG, source_fd);
+	assert_false(rt_exists("%s/" TAG, f->cache));
+	return out;
+}
+
+/* The source mtime of the pyc the prefix holds. */
+static uint32_t held(struct rfx *f)
+{
+	return rt_pyc_mtime("%s/" TAG, f->mirror);
+}
+
+/*
+ * A pyc that matches the source as it is now (mtime and size, src/m.py
+ * for m.<tag>.pyc) wins over header mtimes: a source can go back in time
+ * (git checkout, cp -p, tar). Only a regular file is a source.
+ */
+static void test_source_decides(void **state)
+{
+	struct rfx *f = *state;
+	char py[PATH_MAX], real[PATH_MAX];
+	int fd = open(f->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	rt_fmt(py, sizeof(py), "%s/m.py", f->src);
+	rt_fmt(real, sizeof(real), "%s/real.py", f->base);
+	make_source(py, 5000);
+	/* Incoming matches: it replaces a pyc of a later mtime. */
+	assert_int_equal(contest(f, fd, 9000, 5000, SRC_SIZE), RELOCATE_MOVED);
+	assert_int_equal(held(f), 5000);
+	/* The prefix's matches: neither an older nor a newer one replaces it. */
+	assert_int_equal(contest(f, fd, 5000, 4000, SRC_SIZE), RELOCATE_KEPT);
+	assert_int_equal(contest(f, fd, 5000, 6000, SRC_SIZE), RELOCATE_KEPT);
+	assert_int_equal(held(f), 5000);
+	/* The size is part of the match: the header rule then. */
+	assert_int_equal(contest(f, fd, 9000, 5000, SRC_SIZE + 1), RELOCATE_KEPT);
+	/* No source directory given: the header rule, m.py notwithstanding. */
+	assert_int_equal(contest(f, -1, 9000, 5000, SRC_SIZE), RELOCATE_KEPT);
+	/* A symlink m.py is not followed, though its target would match. */
+	assert_int_equal(unlink(py), 0);
+	make_source(real, 5000);
+	assert_int_equal(symlink(real, py), 0);
+	assert_int_equal(contest(f, fd, 9000, 5000, SRC_SIZE), RELOCATE_KEPT);
+	/* No source at all: the header rule, both ways. */
+	assert_int_equal(unlink(py), 0);
+	assert_int_equal(contest(f, fd, 9000, 5000, SRC_SIZE), RELOCATE_KEPT);
+	assert_int_equal(held(f), 9000);
+	assert_int_equal(contest(f, fd, 5000, 9000, SRC_SIZE), RELOCATE_MOVED);
+	assert_int_equal(held(f), 9000);
+	close(fd);
 }
 
 /* A symlink on the way into the prefix: -ELOOP, and its target untouched. */
@@ -338,7 +423,7 @@ static int relocate_in(struct rfx *f, int src_fd, const char *name,
 
 	if (dst < 0)
 		return dst;
-	r = reloc(src_fd, name, dst, out);
+	r = reloc(src_fd, name, dst, -1, out);
 	close(dst);
 	return r;
 }
@@ -436,6 +521,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_identical_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hash_based_and_short_replaced,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_source_decides, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_symlink_in_prefix_path, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_symlink_at_destination, setup,
