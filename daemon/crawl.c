@@ -40,6 +40,7 @@ struct job *crawl_job_new(struct watcher *w, struct root *r, bool reap,
 	j->full = full;
 	j->cb = cb;
 	j->ud = ud;
+	j->at_once = cb != NULL;
 	j->next = w->jobs;
 	w->jobs = j;
 	return j;
@@ -299,7 +300,7 @@ out:
 	} else if (pycache && j->reap) {
 		/* Through the root again: this fd may have left it (an ancestor
 		 * renamed gives no event). d may be gone after this. */
-		watch_reap_in(w, d, PYCACHE_NAME);
+		watch_reap_in(w, d, PYCACHE_NAME, j->at_once);
 	}
 }
 

@@ -333,6 +333,12 @@ static int open_destination(const struct reap_policy *p, struct reap_result *res
 	return fd;
 }
 
+static void skip_read_only(struct reap_result *res)
+{
+	set_reason(res, REAP_SKIPPED, "%s", "it, or the directory holding it, "
+		   "is read-only");
+}
+
 static int reap_dir(DIR *dir, int parent_fd, const char *name,
 		    const struct reap_policy *p, const struct stat *st,
 		    struct reap_result *res)
@@ -353,8 +359,7 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 		return 0;
 	}
 	if (!writable(dirfd(dir)) || !writable(parent_fd)) {
-		set_reason(res, REAP_SKIPPED, "%s", "it, or the directory holding "
-			   "it, is read-only");
+		skip_read_only(res);
 		return 0;
 	}
 	dst.fd = open_destination(p, res);
@@ -371,6 +376,33 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 	return r;
 }
 
+/* Open parent_fd/name as a cache of ours on the root's mount: 0 with *fd
+ * set, 0 with *fd = -1 and res saying why not, or -errno. */
+static int open_cache(int parent_fd, const char *name,
+		      const struct reap_policy *p, struct reap_result *res,
+		      struct stat *st, int *fd)
+{
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	*fd = openat(parent_fd, name,
+		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (*fd < 0)
+		return explain_open_error(parent_fd, name, errno, res);
+	r = check_cache_dir(*fd, p, res, st);
+	if (r > 0)
+		res->ino = st->st_ino;
+	if (r > 0 && avoided(p, st->st_ino)) {
+		res->outcome = REAP_AVOIDED;
+		r = 0;
+	}
+	if (r <= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+	return r < 0 ? r : 0;
+}
+
 int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,
 		struct reap_result *res)
 {
@@ -378,22 +410,9 @@ int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,
 	DIR *dir;
 	int fd, r;
 
-	memset(res, 0, sizeof(*res));
-	fd = openat(parent_fd, name,
-		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	r = open_cache(parent_fd, name, p, res, &st, &fd);
 	if (fd < 0)
-		return explain_open_error(parent_fd, name, errno, res);
-	r = check_cache_dir(fd, p, res, &st);
-	if (r > 0)
-		res->ino = st.st_ino;
-	if (r > 0 && avoided(p, st.st_ino)) {
-		res->outcome = REAP_AVOIDED;
-		r = 0;
-	}
-	if (r <= 0) {
-		close(fd);
 		return r;
-	}
 	dir = fdopendir(fd);
 	if (!dir) {
 		r = -errno;
@@ -402,5 +421,98 @@ int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,
 	}
 	r = reap_dir(dir, parent_fd, name, p, &st, res);
 	closedir(dir);
+	return r;
+}
+
+int reaper_open(int parent_fd, const char *name, const struct reap_policy *p,
+		struct reap_result *res, int *fd)
+{
+	struct stat st;
+	int r = open_cache(parent_fd, name, p, res, &st, fd);
+
+	if (*fd >= 0 && (!writable(*fd) || !writable(parent_fd))) {
+		skip_read_only(res);
+		close(*fd);
+		*fd = -1;
+	}
+	return r;
+}
+
+/* One entry of a cache being drained: moved when it is finished bytecode. */
+static int drain_one(int fd, const char *name, const struct dest *dst,
+		     struct reap_result *res)
+{
+	enum relocate_outcome how;
+	struct stat st;
+	int r;
+
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISREG(st.st_mode) || !match_bytecode_name(name)) {
+		res->foreign++;
+		return 0;
+	}
+	if (!relocate_worth_keeping(name)) {
+		res->in_flight++;
+		return 0;
+	}
+	r = relocate_file(fd, name, dst->fd, &st, dst->source_fd, &how);
+	if (r == -ENOENT)
+		return 0;
+	if (r == -ESTALE) {
+		res->foreign++;
+		return 0;
+	}
+	if (r < 0) {
+		/* It stays; the final reap deletes what cannot move. */
+		res->relocate_error = r;
+		return 0;
+	}
+	res->files++;
+	res->relocated++;
+	res->copied += how == RELOCATE_COPIED;
+	if (st.st_nlink <= 1)
+		res->bytes += (uint64_t)st.st_size;
+	return 0;
+}
+
+static int drain_all(int fd, const struct dest *dst, struct reap_result *res)
+{
+	int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 3), r = 0;
+	struct dirent *de;
+	DIR *dir;
+
+	if (dfd < 0)
+		return -errno;
+	dir = fdopendir(dfd);
+	if (!dir) {
+		r = -errno;
+		close(dfd);
+		return r;
+	}
+	for (errno = 0; r == 0 && (de = readdir(dir)); errno = 0)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			r = drain_one(fd, de->d_name, dst, res);
+	if (r == 0 && errno)
+		r = -errno;
+	closedir(dir);
+	return r;
+}
+
+int reaper_drain(int cache_fd, int parent_fd, const char *only,
+		 const struct reap_policy *p, struct reap_result *res)
+{
+	struct dest dst = { .fd = -1, .source_fd = parent_fd };
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if (only && (strchr(only, '/') || !strcmp(only, ".") || !strcmp(only, "..")))
+		return -EINVAL;
+	dst.fd = open_destination(p, res);
+	if (dst.fd < 0)
+		return 0;
+	r = only ? drain_one(cache_fd, only, &dst, res)
+		 : drain_all(cache_fd, &dst, res);
+	close(dst.fd);
 	return r;
 }

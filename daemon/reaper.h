@@ -39,6 +39,8 @@ struct reap_result {
 	unsigned copied;     /* of those, copied across filesystems */
 	int relocate_error;  /* -errno when the prefix could not be used: deleted */
 	uint64_t ino;        /* the cache directory's inode, once it was opened */
+	unsigned in_flight;  /* reaper_drain: CPython temporaries still there */
+	unsigned foreign;    /* reaper_drain: entries that are not bytecode */
 	char reason[128];    /* why it was skipped */
 };
 
@@ -49,6 +51,29 @@ struct reap_result {
  */
 int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,
 		struct reap_result *res);
+
+/*
+ * Relocate mode takes a new cache in two steps (daemon/drain.c): while
+ * writers may still be at work, each finished bytecode file is moved out
+ * as it appears; once the cache is quiet, reaper_reap() removes it.
+ *
+ * reaper_open: parent_fd/name when it is a cache fit to act on (a real
+ * directory, ours, on the root's mount, not avoided, writable with its
+ * parent). 0 with *fd set (O_RDONLY|O_DIRECTORY), 0 with *fd = -1 and res
+ * saying why not, or -errno.
+ */
+int reaper_open(int parent_fd, const char *name, const struct reap_policy *p,
+		struct reap_result *res, int *fd);
+
+/*
+ * Move the finished bytecode of cache_fd (a reaper_open() fd) into the
+ * prefix p says, or only the entry `only`. Everything else stays: in-flight
+ * temporaries (counted in res->in_flight), foreign entries (res->foreign),
+ * and files that cannot move (res->relocate_error). parent_fd holds the
+ * sources. 0 or -errno.
+ */
+int reaper_drain(int cache_fd, int parent_fd, const char *only,
+		 const struct reap_policy *p, struct reap_result *res);
 
 /* statx() mount id and inode of fd; 0 or -errno. */
 int reaper_fd_identity(int fd, uint64_t *mnt_id, uint64_t *ino);

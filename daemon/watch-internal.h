@@ -11,6 +11,7 @@
 #include <sys/inotify.h>
 #include <uv.h>
 
+#include "reaper.h"
 #include "watch.h"
 
 /* What every directory watch subscribes: no IN_MODIFY/IN_ATTRIB, no noise. */
@@ -55,6 +56,9 @@ struct job {
 	struct root *root;
 	uint32_t gen;
 	bool reap;            /* reap caches found (sweep=no skips at root add) */
+	/* Someone waits for this crawl (cb): caches go at once, so its reply
+	 * counts them. The daemon's own crawls drain relocating caches. */
+	bool at_once;
 	bool full;            /* a whole-root rescan: drop nodes it did not meet */
 	unsigned pending;     /* items of this job on the stack */
 	root_ready_cb cb;
@@ -68,6 +72,22 @@ struct item {
 	struct job *job;
 	struct dirref *parent; /* NULL for a root's top (opened from root->fd) */
 	char name[];
+};
+
+/*
+ * A cache in a relocating root, watched while writers may be at work
+ * (drain.c). No fd is held: each event reopens it from the root.
+ */
+struct drain {
+	struct drain *next;   /* struct watcher::drains */
+	struct root *root;
+	int wd;               /* the cache's own watch */
+	int parent_wd;        /* the watched directory that holds it... */
+	uint64_t parent_ino;  /* ...if that is still this inode */
+	uint64_t ino;         /* the cache */
+	uint64_t deadline;    /* uv_now() when it counts as quiet */
+	unsigned rearms;      /* quiet times an in-flight temporary added */
+	struct reap_result tally;   /* moved out so far, for the account */
 };
 
 #define HOT_MAX 16
@@ -111,6 +131,7 @@ struct watcher {
 	uv_poll_t poll;
 	uv_idle_t crawl_idle;     /* active only while the stack is not empty */
 	uv_timer_t rescan_timer;  /* active only while some directory is unwatched */
+	uv_timer_t drain_timer;   /* active only while some cache drains */
 	unsigned closing;         /* handles whose close callback is pending */
 	uid_t uid;
 	struct watch_settings settings;
@@ -135,6 +156,8 @@ struct watcher {
 	 */
 	uint64_t avoid[AVOID_MAX];
 	size_t n_avoid, avoid_next;
+	struct drain *drains;
+	size_t n_drains;
 };
 
 /* tree.c */
@@ -177,8 +200,21 @@ void dirref_detach(struct watcher *w, struct dir *d);
 /* Handle a buffer of inotify events as read(2) returns them (tests feed
  * synthetic ones). The caller resolves moves and starts the crawl. */
 void watch_dispatch(struct watcher *w, const void *buf, size_t len);
-/* Reap parent/name, reopening parent from the root (so never outside it). */
-void watch_reap_in(struct watcher *w, struct dir *parent, const char *name);
+/*
+ * Reap parent/name, reopening parent from the root (so never outside it).
+ * A relocating root's cache is drained first unless at_once.
+ */
+void watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
+		   bool at_once);
+/* Reap parent_fd/name (parent_fd is parent's, open) and account for it,
+ * with what a drain moved out before (may be NULL). */
+void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
+		   const char *name, const struct reap_result *drained);
+/* The reaper's policy for r; src_dir (may be NULL) names the cache's parent. */
+void watch_policy(const struct watcher *w, const struct root *r,
+		  const char *src_dir, struct reap_policy *pol);
+/* Count, silently, what a drain moved out before it was dropped. */
+void watch_account_drained(struct watcher *w, const struct drain *dr);
 void watch_job_done(struct watcher *w, struct job *j);
 /* Keep root::unwatched (and the rescan timer) in step with DIR_F_UNWATCHED. */
 void watch_unwatched_add(struct watcher *w, struct dir *d);
@@ -189,5 +225,14 @@ bool watch_excluded(const struct root *r, const char *name);
 int watch_root_open(const struct root *r);
 /* The root is gone, moved or unreachable: drop its tree and wait for it. */
 void watch_root_lost(struct watcher *w, struct root *r, const char *why);
+
+/* drain.c */
+/* Take parent/name over when it is a relocating root's cache: true if so. */
+bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
+		 const char *name);
+/* Handle ev when its wd is a drain's: true if so. */
+bool drain_event(struct watcher *w, const struct inotify_event *ev);
+/* Drop the drains of r (all, when r is NULL) and their watches. */
+void drain_forget(struct watcher *w, const struct root *r);
 
 #endif

@@ -112,12 +112,10 @@ static bool wants_path(int err, const struct reap_result *res)
 	       log_get_level() >= LOG_LEVEL_INFO;
 }
 
-static void reap_at(struct watcher *w, struct root *r, struct dir *parent,
-		    int parent_fd, const char *name)
+void watch_policy(const struct watcher *w, const struct root *r,
+		  const char *src_dir, struct reap_policy *pol)
 {
-	bool relocate = r->conf.mode == MODE_RELOCATE && w->settings.prefix_fd >= 0;
-	char *src_dir = relocate ? tree_path(parent, NULL) : NULL;
-	struct reap_policy pol = {
+	*pol = (struct reap_policy){
 		.uid = w->uid,
 		.mnt_id = r->mnt_id,
 		.observe = r->conf.mode == MODE_OBSERVE,
@@ -126,10 +124,45 @@ static void reap_at(struct watcher *w, struct root *r, struct dir *parent,
 		.avoid = w->avoid,
 		.n_avoid = w->n_avoid,
 	};
-	struct reap_result res;
-	int err = reaper_reap(parent_fd, name, &pol, &res);
-	char *path = wants_path(err, &res) ? tree_path(parent, name) : NULL;
+}
 
+static void add_drained(struct reap_result *res, const struct reap_result *d)
+{
+	res->files += d->files;
+	res->bytes += d->bytes;
+	res->relocated += d->relocated;
+	res->copied += d->copied;
+	if (!res->relocate_error)
+		res->relocate_error = d->relocate_error;
+}
+
+void watch_account_drained(struct watcher *w, const struct drain *dr)
+{
+	struct root_stats *s = &dr->root->stats;
+
+	(void)w;
+	s->files_removed += dr->tally.files;
+	s->bytes_reclaimed += dr->tally.bytes;
+	s->files_relocated += dr->tally.relocated;
+	s->bytes_relocated += dr->tally.bytes;
+}
+
+void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
+		   const char *name, const struct reap_result *drained)
+{
+	struct root *r = parent->root;
+	bool relocate = r->conf.mode == MODE_RELOCATE && w->settings.prefix_fd >= 0;
+	char *src_dir = relocate ? tree_path(parent, NULL) : NULL;
+	struct reap_policy pol;
+	struct reap_result res;
+	int err;
+	char *path;
+
+	watch_policy(w, r, src_dir, &pol);
+	err = reaper_reap(parent_fd, name, &pol, &res);
+	if (err == 0 && drained)
+		add_drained(&res, drained);
+	path = wants_path(err, &res) ? tree_path(parent, name) : NULL;
 	if (err < 0)
 		log_errno(err, "cannot remove %s", path ? path : name);
 	else
@@ -176,7 +209,8 @@ static void reopen_failed(struct watcher *w, struct root *r, int err)
 		watcher_sweep(w, r, NULL, NULL);
 }
 
-void watch_reap_in(struct watcher *w, struct dir *parent, const char *name)
+void watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
+		   bool at_once)
 {
 	int fd = tree_open(parent);
 
@@ -184,7 +218,8 @@ void watch_reap_in(struct watcher *w, struct dir *parent, const char *name)
 		reopen_failed(w, parent->root, fd);
 		return;
 	}
-	reap_at(w, parent->root, parent, fd, name);
+	if (at_once || !drain_start(w, parent, fd, name))
+		watch_reap_at(w, parent, fd, name, NULL);
 	close(fd);
 }
 
@@ -196,7 +231,7 @@ static void dir_appeared(struct watcher *w, struct dir *parent, const char *name
 	int fd;
 
 	if (!strcmp(name, PYCACHE_NAME)) {
-		watch_reap_in(w, parent, name);
+		watch_reap_in(w, parent, name, false);
 		return;
 	}
 	if (!strncmp(name, ".__pycache__.pycached-", 22) || watch_excluded(r, name))
@@ -266,7 +301,7 @@ static void file_event(struct watcher *w, struct dir *d,
 	if (!(ev->mask & (IN_CREATE | IN_MOVED_TO)))
 		return;
 	if (!strcmp(ev->name, PYCACHE_NAME)) {
-		watch_reap_in(w, d, ev->name);
+		watch_reap_in(w, d, ev->name, false);
 	} else if (!strcmp(ev->name, "pyvenv.cfg") && d->parent &&
 		   w->settings.skip_venvs) {
 		log_debug("%s became a virtualenv: no longer watched", d->name);
@@ -325,7 +360,8 @@ static void on_event(struct watcher *w, const struct inotify_event *ev)
 	}
 	d = tree_table_find(w, ev->wd);
 	if (!d) {
-		anchor_event(w, ev);
+		if (!drain_event(w, ev))
+			anchor_event(w, ev);
 		return;
 	}
 	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED)) {
@@ -744,7 +780,9 @@ int watcher_new(uv_loop_t *loop, struct watcher **out)
 	uv_poll_init(loop, &w->poll, w->fd);
 	uv_idle_init(loop, &w->crawl_idle);
 	uv_timer_init(loop, &w->rescan_timer);
+	uv_timer_init(loop, &w->drain_timer);
 	w->poll.data = w->crawl_idle.data = w->rescan_timer.data = w;
+	w->drain_timer.data = w;
 	r = uv_poll_start(&w->poll, UV_READABLE, on_readable);
 	if (r < 0) {
 		watcher_destroy(w);
@@ -772,10 +810,12 @@ void watcher_destroy(struct watcher *w)
 		return;
 	while (w->roots)
 		watcher_remove_root(w, w->roots->conf.path);
-	w->closing = 3;
+	drain_forget(w, NULL);
+	w->closing = 4;
 	uv_close((uv_handle_t *)&w->poll, on_handle_closed);
 	uv_close((uv_handle_t *)&w->crawl_idle, on_handle_closed);
 	uv_close((uv_handle_t *)&w->rescan_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
 }
 
 void watcher_set_settings(struct watcher *w, const struct watch_settings *s)
@@ -862,6 +902,7 @@ int watcher_remove_root(struct watcher *w, const char *path)
 	if (!(r = *pp))
 		return -ENOENT;
 	crawl_cancel_root(w, r);
+	drain_forget(w, r);
 	if (r->top)
 		tree_drop(w, r->top);
 	anchor_release(w, r);

@@ -34,6 +34,8 @@ static const char *const hx_dropped_env[] = {
 	/* These would move bytecode out of __pycache__ or hide our packages. */
 	"PYTHONPYCACHEPREFIX", "PYTHONSAFEPATH", "PYTHONPATH",
 	"PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONOPTIMIZE",
+	/* Set by package builds: py_compile then writes hash-based pycs. */
+	"SOURCE_DATE_EPOCH",
 	NULL,
 };
 

@@ -1,9 +1,10 @@
 /*
  * What the relocate-mode integration tests share, on top of the harness
  * (tests/integration/harness.h): one world with a relocating root, the
- * default cache directory, python3's cache tag and magic number, and the
- * bounded loops that wait for real python3 writes. Strings belong to the
- * struct hx. Helpers fail the running cmocka test on error.
+ * default cache directory, python3's cache tag and magic number, crafted
+ * pyc headers, and the checks that what real python3 wrote arrived in the
+ * prefix. Strings belong to the struct hx. Helpers fail the running cmocka
+ * test on error.
  */
 #ifndef PYCACHED_TESTS_ITR_H
 #define PYCACHED_TESTS_ITR_H
@@ -12,19 +13,6 @@
 #include <stdint.h>
 
 #include "harness.h"
-
-/*
- * How many python3 runs a test allows for every wanted pyc to be written
- * once: the daemon may take a __pycache__ away between CPython's mkdir and
- * open, and import then silently skips that pyc (FACTS.md).
- */
-#define ITR_ROUNDS 10
-/*
- * compileall does not swallow that error: every file whose directory the
- * daemon takes away in that window fails, often all of a run (FACTS.md).
- * Each run compiles everything again, so the bound is generous.
- */
-#define ITR_COMPILE_ROUNDS 40
 
 struct itr {
 	struct hx *h;
@@ -48,6 +36,17 @@ void itr_start(struct itr *w, struct hx *h);
 
 /* root/pkg/__init__.py and root/pkg/<module>.py for each module. */
 void itr_make_pkg(struct itr *w, const char *const *modules);
+/*
+ * The same with lines more assignments in each module: its pyc takes a
+ * while to marshal and write, which holds open the window between
+ * CPython's mkdir (or makedirs) of the cache and its rename of the pyc.
+ */
+void itr_make_big_pkg(struct itr *w, const char *const *modules,
+		      unsigned lines);
+/* About 1 ms from that mkdir to the rename, 25 ms of compiling, a 40 KiB
+ * pyc. A daemon that took the cache away at once lost a pyc of four such
+ * modules in 12 runs of 12, of four tiny ones in 4 of 12. */
+#define ITR_BIG_LINES 1500
 
 /* pycachectl --socket … ARGS (NULL-terminated); _ok fails on non-zero. */
 struct hx_proc itr_ctl(struct itr *w, ...) __attribute__((sentinel));
@@ -57,30 +56,41 @@ struct hx_proc itr_ctl_ok(struct itr *w, ...) __attribute__((sentinel));
 const char *itr_pyc(struct itr *w, const char *rel_dir, const char *stem);
 
 /*
- * `python3 -v -c "import <modules>"` in the root until python3 reported
- * writing every rel_dir/__pycache__/<stem>.<tag>.pyc at least once, then
- * wait until the tree has no cache left. Fails after ITR_ROUNDS runs.
+ * `python3 -v -c "import <modules>"` in the root, once: it must exit 0,
+ * the tree must lose its caches, and itr_expect_relocated() must hold for
+ * stems. Without a cache in the tree python3 compiles and writes every
+ * module it imports, so one run is enough.
  */
 void itr_import(struct itr *w, const char *rel_dir, const char *modules,
 		const char *const *stems);
+/*
+ * Fail, with the log, unless python3 -v's stderr verbose_err reports
+ * writing the pyc of every rel_dir/<stem> and each is at itr_pyc(): a pyc
+ * planted in the prefix before does not pass for a relocated one.
+ */
+void itr_expect_relocated(struct itr *w, const char *rel_dir,
+			  const char *const *stems, const char *verbose_err);
 /* python3 ARGS… in the root with PYTHONPYCACHEPREFIX=<prefix>. */
 struct hx_proc itr_python_prefixed(struct itr *w, ...) __attribute__((sentinel));
 
 /* A pyc with python3's magic, flags 0 and this source mtime; parents made. */
 void itr_plant_pyc(struct itr *w, const char *path, uint32_t mtime);
+/* The same with this source size: with both from itr_source_stamp(), a
+ * header that matches the source as it is now. */
+void itr_plant_pyc_sized(struct itr *w, const char *path, uint32_t mtime,
+			 uint32_t size);
+/* What a pyc header records of the source at path (lstat): its mtime and
+ * size, cut to 32 bits. size may be NULL. */
+void itr_source_stamp(const char *path, uint32_t *mtime, uint32_t *size);
 /* The source mtime in a pyc header; fails the test if unreadable. */
 uint32_t itr_pyc_mtime(const char *path);
 
-/* Copy the *.py files of a stdlib package to dst; how many. */
+/* Copy the top-level *.py files of a stdlib package (no subpackages) to
+ * dst; how many. */
 size_t itr_copy_stdlib_package(struct itr *w, const char *pkg, const char *dst);
-/*
- * How many *.py in dir have no pyc at itr_pyc(rel_dir, stem). Fails the
- * test when one of them is missing although the compileall output
- * compiled_out does not report "Error compiling '<rel_dir>/<name>'": then
- * the daemon lost bytecode that was written.
- */
-size_t itr_missing_pycs(struct itr *w, const char *dir, const char *rel_dir,
-			const char *compiled_out);
+/* How many *.py in dir have no pyc at itr_pyc(rel_dir, stem); each one
+ * missing is named on stderr. */
+size_t itr_missing_pycs(struct itr *w, const char *dir, const char *rel_dir);
 
 /* eval "$(pycachectl env)" in sh gives PYTHONPYCACHEPREFIX=<prefix>. */
 void itr_check_env_in_shell(struct itr *w);

@@ -1,0 +1,327 @@
+/*
+ * Relocate mode takes a new __pycache__ gently. Renaming it away on sight
+ * (delete mode) makes py_compile and compileall fail: they do not swallow
+ * the ENOENT of a directory that vanished between their makedirs and open
+ * (FACTS.md), and the first pyc of a brand-new cache is lost. So the cache
+ * is watched instead ("drained"): each finished bytecode file is relocated
+ * as CPython's final rename lands it, and once no event came for
+ * DRAIN_QUIET_MS the cache, empty by then, goes the usual way through
+ * reaper_reap(). No fd is held on a cache: every event reopens it from its
+ * root without following symlinks and checks that it is still the inode
+ * watched. The timer runs only while some cache drains.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "match.h"
+#include "reaper.h"
+#include "relocate.h"
+#include "watch-internal.h"
+
+/* Quiet time before a drained cache is removed: long against the µs
+ * between a writer's makedirs and open, short for a user watching. */
+#define DRAIN_QUIET_MS 200
+/* How many quiet times an in-flight temporary holds a cache back. */
+#define DRAIN_REARMS 10
+/* Caches drained at once; past that, a new one is removed at once. */
+#define DRAIN_MAX 256
+
+#define DRAIN_MASK (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | \
+		    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+static void on_drain_timer(uv_timer_t *t);
+
+static struct drain *find_wd(const struct watcher *w, int wd)
+{
+	struct drain *dr;
+
+	for (dr = w->drains; dr && dr->wd != wd; dr = dr->next)
+		;
+	return dr;
+}
+
+static struct drain *find_ino(const struct watcher *w, uint64_t ino)
+{
+	struct drain *dr;
+
+	for (dr = w->drains; dr && dr->ino != ino; dr = dr->next)
+		;
+	return dr;
+}
+
+/* The watched directory holding dr's cache, if it is still the one. */
+static struct dir *drain_parent(const struct watcher *w, const struct drain *dr)
+{
+	struct dir *d = tree_table_find(w, dr->parent_wd);
+
+	return d && d->ino == dr->parent_ino ? d : NULL;
+}
+
+static void add_tally(struct reap_result *to, const struct reap_result *from)
+{
+	to->files += from->files;
+	to->bytes += from->bytes;
+	to->relocated += from->relocated;
+	to->copied += from->copied;
+	if (from->relocate_error)
+		to->relocate_error = from->relocate_error;
+}
+
+static void unlink_drain(struct watcher *w, struct drain *dr)
+{
+	struct drain **p;
+
+	for (p = &w->drains; *p != dr; p = &(*p)->next)
+		;
+	*p = dr->next;
+	w->n_drains--;
+}
+
+/*
+ * Forget dr. Its watch goes too unless the kernel dropped it already or a
+ * crawl took the inode over (the cache was renamed into a plain directory:
+ * the same inode gives the same wd).
+ */
+static void drain_free(struct watcher *w, struct drain *dr, bool rm_watch)
+{
+	unlink_drain(w, dr);
+	if (rm_watch && !tree_table_find(w, dr->wd))
+		inotify_rm_watch(w->fd, dr->wd);
+	watch_account_drained(w, dr);
+	free(dr);
+}
+
+static void arm(struct watcher *w, struct drain *dr)
+{
+	dr->deadline = uv_now(w->loop) + DRAIN_QUIET_MS;
+	if (!uv_is_active((uv_handle_t *)&w->drain_timer))
+		uv_timer_start(&w->drain_timer, on_drain_timer, DRAIN_QUIET_MS, 0);
+}
+
+/*
+ * Reopen dr's cache from its root: 0 with *cache_fd and *parent_fd open
+ * when it is still the inode watched and fit to act on; -EACCES with only
+ * *parent_fd open when it is that inode but no longer fit (the reaper
+ * will say why); else -errno and nothing open.
+ */
+static int reopen(struct watcher *w, struct drain *dr, int *parent_fd,
+		  int *cache_fd)
+{
+	struct dir *parent = drain_parent(w, dr);
+	struct reap_policy pol;
+	struct reap_result res;
+	int r;
+
+	*cache_fd = -1;
+	if (!parent)
+		return -ENOENT;
+	*parent_fd = tree_open(parent);
+	if (*parent_fd < 0)
+		return *parent_fd;
+	watch_policy(w, parent->root, NULL, &pol);
+	r = reaper_open(*parent_fd, PYCACHE_NAME, &pol, &res, cache_fd);
+	if (*cache_fd >= 0 && res.ino == dr->ino)
+		return 0;
+	if (*cache_fd >= 0)
+		close(*cache_fd);
+	*cache_fd = -1;
+	if (r == 0 && res.ino == dr->ino)
+		return -EACCES;
+	close(*parent_fd);
+	return r < 0 ? r : -ESTALE;
+}
+
+/* Move out the finished bytecode (all, or `only`); in-flight temporaries. */
+static unsigned pass(struct watcher *w, struct drain *dr, int parent_fd,
+		     int cache_fd, const char *only)
+{
+	struct dir *parent = drain_parent(w, dr);
+	char *src_dir = parent ? tree_path(parent, NULL) : NULL;
+	struct reap_policy pol;
+	struct reap_result res;
+	int r;
+
+	if (!src_dir)
+		return 0;
+	watch_policy(w, parent->root, src_dir, &pol);
+	r = reaper_drain(cache_fd, parent_fd, only, &pol, &res);
+	free(src_dir);
+	if (r < 0)
+		log_errno(r, "cannot list a cache being relocated");
+	add_tally(&dr->tally, &res);
+	if (res.relocated && w->activity_cb)
+		w->activity_cb(w, w->activity_ud);
+	return res.in_flight;
+}
+
+static struct drain *drain_new(struct watcher *w, int wd, struct root *r,
+			       uint64_t ino)
+{
+	struct drain *dr = calloc(1, sizeof(*dr));
+
+	if (!dr)
+		return NULL;
+	dr->wd = wd;
+	dr->root = r;
+	dr->ino = ino;
+	dr->next = w->drains;
+	w->drains = dr;
+	w->n_drains++;
+	return dr;
+}
+
+/* Watch the cache itself; the drain it belongs to, new or known. */
+static struct drain *watch_cache(struct watcher *w, const struct dir *parent,
+				 int cache_fd, uint64_t ino)
+{
+	struct drain *dr;
+	char proc[32];
+	int wd;
+
+	if (w->n_drains >= DRAIN_MAX)
+		return find_ino(w, ino);
+	/* The magic link pins the inode checked (FACTS.md). IN_MASK_CREATE
+	 * leaves a watch the crawl holds on the same inode alone. */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
+	wd = inotify_add_watch(w->fd, proc, DRAIN_MASK | IN_MASK_CREATE);
+	if (wd < 0)
+		return errno == EEXIST ? find_ino(w, ino) : NULL;
+	dr = drain_new(w, wd, parent->root, ino);
+	if (!dr)
+		inotify_rm_watch(w->fd, wd);
+	return dr;
+}
+
+bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
+		 const char *name)
+{
+	struct root *r = parent->root;
+	struct reap_policy pol;
+	struct reap_result res;
+	struct drain *dr;
+	int fd;
+
+	/* An unwatched parent (ENOSPC) could not lead events back to it. */
+	if (r->conf.mode != MODE_RELOCATE || w->settings.prefix_fd < 0 ||
+	    parent->wd < 0 || strcmp(name, PYCACHE_NAME))
+		return false;
+	watch_policy(w, r, NULL, &pol);
+	/* Anything unfit is the reaper's to report: it will say why. */
+	if (reaper_open(parent_fd, name, &pol, &res, &fd) < 0 || fd < 0)
+		return false;
+	dr = watch_cache(w, parent, fd, res.ino);
+	if (dr) {
+		/* Found again, maybe somewhere else: that is where it is now. */
+		dr->parent_wd = parent->wd;
+		dr->parent_ino = parent->ino;
+		dr->rearms = 0;
+		pass(w, dr, parent_fd, fd, NULL);
+		arm(w, dr);
+	}
+	close(fd);
+	return dr != NULL;
+}
+
+static void drain_file(struct watcher *w, struct drain *dr, const char *name)
+{
+	int parent_fd, cache_fd, r = reopen(w, dr, &parent_fd, &cache_fd);
+
+	/* Moved, swapped, gone or unfit: finish() sees to it. */
+	if (r == -EACCES)
+		close(parent_fd);
+	if (r < 0)
+		return;
+	pass(w, dr, parent_fd, cache_fd, name);
+	close(cache_fd);
+	close(parent_fd);
+}
+
+bool drain_event(struct watcher *w, const struct inotify_event *ev)
+{
+	struct drain *dr = find_wd(w, ev->wd);
+
+	if (!dr)
+		return false;
+	if (ev->mask & IN_IGNORED) {
+		drain_free(w, dr, false);
+		return true;
+	}
+	arm(w, dr);
+	if ((ev->mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) && !(ev->mask & IN_ISDIR) &&
+	    ev->len && relocate_worth_keeping(ev->name))
+		drain_file(w, dr, ev->name);
+	return true;
+}
+
+/*
+ * The cache was quiet. A temporary still there is a writer at work (or one
+ * that died): give it a few more quiet times, then remove the cache with
+ * all it holds but foreign content, reported as in delete mode.
+ */
+static void finish(struct watcher *w, struct drain *dr)
+{
+	struct dir *parent = drain_parent(w, dr);
+	int parent_fd, cache_fd, r = reopen(w, dr, &parent_fd, &cache_fd);
+
+	if (r < 0 && r != -EACCES) {
+		drain_free(w, dr, true);
+		return;
+	}
+	if (r == 0) {
+		unsigned in_flight = pass(w, dr, parent_fd, cache_fd, NULL);
+
+		close(cache_fd);
+		if (in_flight && dr->rearms < DRAIN_REARMS) {
+			dr->rearms++;
+			arm(w, dr);
+			close(parent_fd);
+			return;
+		}
+	}
+	unlink_drain(w, dr);
+	/* Its own rename away must not come back as an event of a drain. */
+	if (!tree_table_find(w, dr->wd))
+		inotify_rm_watch(w->fd, dr->wd);
+	watch_reap_at(w, parent, parent_fd, PYCACHE_NAME, &dr->tally);
+	close(parent_fd);
+	free(dr);
+}
+
+static void on_drain_timer(uv_timer_t *t)
+{
+	struct watcher *w = t->data;
+	uint64_t now = uv_now(w->loop), next = UINT64_MAX;
+	struct drain *dr, *following;
+
+	for (dr = w->drains; dr; dr = following) {
+		following = dr->next;
+		if (dr->deadline <= now)
+			finish(w, dr);
+	}
+	/* finish() may have re-armed some: wake for the earliest. */
+	for (dr = w->drains; dr; dr = dr->next)
+		if (dr->deadline < next)
+			next = dr->deadline;
+	if (next == UINT64_MAX)
+		uv_timer_stop(t);
+	else
+		uv_timer_start(t, on_drain_timer, next > now ? next - now : 1, 0);
+}
+
+void drain_forget(struct watcher *w, const struct root *r)
+{
+	struct drain *dr, *following;
+
+	for (dr = w->drains; dr; dr = following) {
+		following = dr->next;
+		if (!r || dr->root == r)
+			drain_free(w, dr, true);
+	}
+	if (!w->drains)
+		uv_timer_stop(&w->drain_timer);
+}
