@@ -256,7 +256,7 @@ static bool is_dir_entry(int fd, const struct dirent64 *de)
 static bool skip_name(const struct root *r, const char *name)
 {
 	return !strcmp(name, ".") || !strcmp(name, "..") ||
-	       !strncmp(name, ".__pycache__.pycached-", 22) ||
+	       !strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)) ||
 	       watch_excluded(r, name);
 }
 
@@ -270,6 +270,7 @@ static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 	struct root *r = j->root;
 	struct dirref *ref = NULL;
 	bool pycache = false, venv = false;
+	char leftover[64] = "";
 	ssize_t n;
 
 	/* getdents64 into one shared buffer: no DIR, no dup, no malloc per dir. */
@@ -280,6 +281,10 @@ static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 			off += de->d_reclen;
 			if (!strcmp(de->d_name, PYCACHE_NAME)) {
 				pycache = true;
+			} else if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) &&
+				   reaper_is_leftover(de->d_name) &&
+				   strlen(de->d_name) < sizeof(leftover)) {
+				strcpy(leftover, de->d_name);
 			} else if (!strcmp(de->d_name, "pyvenv.cfg")) {
 				venv = w->settings.skip_venvs && d->parent;
 			} else if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
@@ -297,10 +302,14 @@ out:
 	if (venv) {
 		log_debug("%s is a virtualenv: not watched", d->name);
 		tree_drop(w, d);
-	} else if (pycache && j->reap) {
+	} else if (j->reap) {
 		/* Through the root again: this fd may have left it (an ancestor
-		 * renamed gives no event). d may be gone after this. */
-		watch_reap_in(w, d, PYCACHE_NAME, j->at_once);
+		 * renamed gives no event). d is gone when that fails. A
+		 * leftover of a killed daemon goes too (one per listing). */
+		if (pycache && watch_reap_in(w, d, PYCACHE_NAME, j->at_once) < 0)
+			return;
+		if (leftover[0])
+			watch_reap_in(w, d, leftover, true);
 	}
 }
 

@@ -1,10 +1,12 @@
 #include "reaper.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -285,7 +287,7 @@ static int evict(DIR *dir, int parent_fd, const char *name,
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	snprintf(tmp, sizeof(tmp), ".__pycache__.pycached-%ld-%ld",
+	snprintf(tmp, sizeof(tmp), REAPER_TMP_PREFIX "%ld-%ld",
 		 (long)getpid(), (long)ts.tv_nsec);
 	if (renameat2(parent_fd, name, parent_fd, tmp, RENAME_NOREPLACE) < 0) {
 		if (errno == ENOENT) {
@@ -301,6 +303,23 @@ static int evict(DIR *dir, int parent_fd, const char *name,
 		return 0;
 	}
 	return empty_and_remove(dir, parent_fd, tmp, name, dst, res);
+}
+
+bool reaper_is_leftover(const char *name)
+{
+	const char *p = name + strlen(REAPER_TMP_PREFIX);
+	char *end;
+	long pid;
+
+	if (strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)) ||
+	    !isdigit((unsigned char)*p))
+		return false;
+	errno = 0;
+	pid = strtol(p, &end, 10);
+	if (errno || *end != '-' || !isdigit((unsigned char)end[1]) ||
+	    strspn(end + 1, "0123456789") != strlen(end + 1))
+		return false;
+	return pid != (long)getpid();
 }
 
 static bool avoided(const struct reap_policy *p, uint64_t ino)

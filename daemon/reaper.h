@@ -75,6 +75,14 @@ int reaper_open(int parent_fd, const char *name, const struct reap_policy *p,
 int reaper_drain(int cache_fd, int parent_fd, const char *only,
 		 const struct reap_policy *p, struct reap_result *res);
 
+/*
+ * A cache is renamed to REAPER_TMP_PREFIX "<pid>-<ns>" while it is emptied.
+ * True for such a name left by another process (a daemon killed in the
+ * middle of a reap): it is a cache to reap again. Our own are in flight.
+ */
+#define REAPER_TMP_PREFIX ".__pycache__.pycached-"
+bool reaper_is_leftover(const char *name);
+
 /* statx() mount id and inode of fd; 0 or -errno. */
 int reaper_fd_identity(int fd, uint64_t *mnt_id, uint64_t *ino);
 

@@ -202,10 +202,11 @@ void dirref_detach(struct watcher *w, struct dir *d);
 void watch_dispatch(struct watcher *w, const void *buf, size_t len);
 /*
  * Reap parent/name, reopening parent from the root (so never outside it).
- * A relocating root's cache is drained first unless at_once.
+ * A relocating root's cache is drained first unless at_once. 0, or -errno
+ * when parent could not be reopened: it may have been freed then.
  */
-void watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
-		   bool at_once);
+int watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
+		  bool at_once);
 /* Reap parent_fd/name (parent_fd is parent's, open) and account for it,
  * with what a drain moved out before (may be NULL). */
 void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,

@@ -209,18 +209,19 @@ static void reopen_failed(struct watcher *w, struct root *r, int err)
 		watcher_sweep(w, r, NULL, NULL);
 }
 
-void watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
-		   bool at_once)
+int watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
+		  bool at_once)
 {
 	int fd = tree_open(parent);
 
 	if (fd < 0) {
 		reopen_failed(w, parent->root, fd);
-		return;
+		return fd;
 	}
 	if (at_once || !drain_start(w, parent, fd, name))
 		watch_reap_at(w, parent, fd, name, NULL);
 	close(fd);
+	return 0;
 }
 
 /* A directory appeared in parent (created, or moved in from elsewhere). */
@@ -234,7 +235,9 @@ static void dir_appeared(struct watcher *w, struct dir *parent, const char *name
 		watch_reap_in(w, parent, name, false);
 		return;
 	}
-	if (!strncmp(name, ".__pycache__.pycached-", 22) || watch_excluded(r, name))
+	/* Our own reaps in flight; a leftover waits for the next sweep. */
+	if (!strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)) ||
+	    watch_excluded(r, name))
 		return;
 	fd = tree_open(parent);
 	if (fd < 0) {

@@ -174,6 +174,39 @@ static void foreign_content_kept(void **state)
 	expect_foreign_set(h, hx_path(h, "root/live"));
 }
 
+/*
+ * A daemon killed in the middle of a reap leaves the cache under its
+ * temporary name. The next sweep reaps it like any cache: the bytecode
+ * goes, foreign content stays; a look-alike name is not touched.
+ */
+static void leftover_of_killed_daemon_reaped(void **state)
+{
+	struct hx *h = *state;
+	const char *root = hx_path(h, "root");
+	const char *plain = hx_path(h, "root/a/.__pycache__.pycached-1-2");
+	const char *mixed = hx_path(h, "root/b/.__pycache__.pycached-1-3");
+	const char *alike = hx_path(h, "root/c/.__pycache__.pycached-mine");
+	struct hx_proc p;
+
+	hx_mkdirs(plain);
+	hx_mkdirs(mixed);
+	hx_mkdirs(alike);
+	assert_int_equal(hx_try_write_pyc(plain, "m"), 0);
+	assert_int_equal(hx_try_write_pyc(mixed, "m"), 0);
+	hx_write(hx_path(h, "%s/notes.txt", mixed), "mine\n");
+	assert_int_equal(hx_try_write_pyc(alike, "m"), 0);
+	hx_config_roots(h, NULL, root, NULL);
+	hx_start(h, NULL);
+	p = hx_ctl(h, (const char *const[]){ "sweep", NULL });
+	assert_int_equal(p.status, 0);
+	assert_false(hx_exists(plain));
+	assert_true(hx_is_reg(hx_path(h, "%s/notes.txt", mixed)));
+	assert_false(hx_exists(hx_path(h, "%s/m.cpython-311.pyc", mixed)));
+	assert_true(hx_is_reg(hx_path(h, "%s/m.cpython-311.pyc", alike)));
+	assert_int_equal(hx_count_entries(hx_path(h, "root/a")), 0);
+	assert_int_equal(hx_count_entries(hx_path(h, "root/b")), 1);
+}
+
 /* Sourceless foo.pyc next to where foo.py was is importable: never touch. */
 static void make_strays(struct hx *h, const char *base)
 {
@@ -298,6 +331,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(symlink_leading_outside_left_alone,
 						hx_setup, hx_teardown),
 		cmocka_unit_test_setup_teardown(foreign_content_kept,
+						hx_setup, hx_teardown),
+		cmocka_unit_test_setup_teardown(leftover_of_killed_daemon_reaped,
 						hx_setup, hx_teardown),
 		cmocka_unit_test_setup_teardown(strays_and_pycache_file_kept,
 						hx_setup, hx_teardown),
