@@ -8,83 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "config-internal.h"
 #include "paths.h"
-
-/*
- * Longest line accepted, without its '\n'. Debian's libinih 55 reads into a
- * fixed 200-byte buffer: a longer line is split and its tail handed to the
- * handler as a phantom "key = value", so we refuse it before inih sees it.
- */
-#define LINE_MAX_BYTES 198
-
-/*
- * Division of labour with inih: the reader below checks every physical line,
- * owns the [section] headers (inih silently truncates section names to 49
- * bytes, too short for root paths) and hands inih only "key = value" lines,
- * every other line as an empty one. inih splits those lines into name and
- * value and strips comments; on_key() judges them.
- */
-
-enum key_id {
-	KEY_MODE,
-	KEY_SWEEP,
-	KEY_EXCLUDE,
-	KEY_SKIP_VENVS,
-	KEY_LOG_LEVEL,
-	KEY_CACHE_DIR,
-	KEY_CACHE_MAX_SIZE,
-	KEY_COUNT,
-};
-
-enum section_kind {
-	SECTION_NONE,     /* before the first header */
-	SECTION_MAIN,
-	SECTION_ROOT,
-	SECTION_UNKNOWN,  /* a bad header, already reported: keys are ignored */
-};
-
-/* One [section] as it is read; applied to the config when it ends. */
-struct section {
-	enum section_kind kind;
-	bool commit;                      /* header valid and not a duplicate */
-	unsigned line;
-	unsigned key_line[KEY_COUNT];     /* where each key was set; 0: unset */
-	char title[LINE_MAX_BYTES + 1];   /* between the brackets */
-	char *path;                       /* canonical root path, owned */
-	enum mode mode;
-	bool sweep;
-	bool skip_venvs;
-	enum log_level log_level;
-	char *cache_dir;                  /* expanded, owned */
-	uint64_t cache_max_size;
-	char **excludes;                  /* owned */
-	size_t n_excludes;
-};
-
-struct pending_root {
-	struct root_conf conf;
-	bool mode_set;   /* otherwise inherited from [pycached], once known */
-	bool sweep_set;
-};
-
-struct parser {
-	struct config *cfg;
-	const char *file;
-	FILE *in;
-	FILE *err;                /* may be NULL: count errors, print nothing */
-	char *buf;                /* getline's */
-	size_t buf_size;
-	unsigned line;            /* of the line last handed to inih */
-	unsigned n_errors;
-	int fatal;                /* -errno that stopped the parse */
-	unsigned main_line;       /* first [pycached] header, 0 before */
-	unsigned cache_dir_line;  /* where cache_dir was set, 0: default */
-	struct section sec;
-	struct pending_root *roots;
-	size_t n_roots;
-	size_t roots_size;
-};
 
 struct key {
 	const char *name;
@@ -92,11 +17,7 @@ struct key {
 	int (*set)(struct parser *p, struct section *s, const char *value);
 };
 
-/* One "FILE:LINE: message" error; returns -EINVAL for the caller's use. */
-static int report(struct parser *p, unsigned line, const char *fmt, ...)
-	LOG_FORMAT(3, 4);
-
-static int report(struct parser *p, unsigned line, const char *fmt, ...)
+int config_report(struct parser *p, unsigned line, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -112,7 +33,7 @@ static int report(struct parser *p, unsigned line, const char *fmt, ...)
 }
 
 /* Errors that stop the parse: no line to blame, one message. */
-static void parser_fail(struct parser *p, int err, const char *what)
+void config_fail(struct parser *p, int err, const char *what)
 {
 	if (p->fatal)
 		return;
@@ -126,21 +47,6 @@ static void free_strv(char **v, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(v[i]);
 	free(v);
-}
-
-static char *lskip(const char *s)
-{
-	while (isspace((unsigned char)*s))
-		s++;
-	return (char *)s;
-}
-
-static void rstrip(char *s)
-{
-	size_t n = strlen(s);
-
-	while (n > 0 && isspace((unsigned char)s[n - 1]))
-		s[--n] = '\0';
 }
 
 const char *mode_name(enum mode mode)
@@ -244,8 +150,8 @@ char *config_expand_home(const char *path)
 static int bad_value(struct parser *p, const char *key, const char *value,
 		     const char *allowed)
 {
-	return report(p, p->line, "bad value '%s' for %s: expected %s", value,
-		      key, allowed);
+	return config_report(p, p->line, "bad value '%s' for %s: expected %s",
+			     value, key, allowed);
 }
 
 static int set_mode(struct parser *p, struct section *s, const char *value)
@@ -387,9 +293,9 @@ static int set_exclude(struct parser *p, struct section *s, const char *value)
 	/* The watcher matches globs against one directory name at a time. */
 	for (size_t i = 0; i < s->n_excludes; i++) {
 		if (strchr(s->excludes[i], '/')) {
-			report(p, p->line,
-			       "exclude glob '%s' contains '/': globs match a single directory name",
-			       s->excludes[i]);
+			config_report(p, p->line,
+				      "exclude glob '%s' contains '/': globs match a single directory name",
+				      s->excludes[i]);
 			r = -EINVAL;
 		}
 	}
@@ -420,16 +326,16 @@ static int unknown_key(struct parser *p, const char *name, int id)
 	struct section *s = &p->sec;
 
 	if (s->kind == SECTION_MAIN)
-		return report(p, p->line,
-			      "unknown key '%s' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level, cache_dir, cache_max_size",
-			      name);
+		return config_report(p, p->line,
+				     "unknown key '%s' in [pycached]; known keys: mode, sweep, exclude, skip_venvs, log_level, cache_dir, cache_max_size",
+				     name);
 	if (id >= 0)
-		return report(p, p->line,
-			      "key '%s' is only allowed in [pycached], not in [%s]",
-			      name, s->title);
-	return report(p, p->line,
-		      "unknown key '%s' in [%s]; known keys: mode, sweep, exclude",
-		      name, s->title);
+		return config_report(p, p->line,
+				     "key '%s' is only allowed in [pycached], not in [%s]",
+				     name, s->title);
+	return config_report(p, p->line,
+			     "unknown key '%s' in [%s]; known keys: mode, sweep, exclude",
+			     name, s->title);
 }
 
 static int on_key(struct parser *p, const char *name, const char *value)
@@ -440,18 +346,18 @@ static int on_key(struct parser *p, const char *name, const char *value)
 	if (s->kind == SECTION_UNKNOWN)
 		return 0;
 	if (s->kind == SECTION_NONE)
-		return report(p, p->line,
-			      "key '%s' outside any section; put it under [pycached] or [root PATH]",
-			      name);
+		return config_report(p, p->line,
+				     "key '%s' outside any section; put it under [pycached] or [root PATH]",
+				     name);
 	if (!name[0])
-		return report(p, p->line, "missing key name before '='");
+		return config_report(p, p->line, "missing key name before '='");
 	id = key_find(name);
 	if (id < 0 || (s->kind == SECTION_ROOT && !keys[id].in_root))
 		return unknown_key(p, name, id);
 	if (s->key_line[id])
-		return report(p, p->line,
-			      "duplicate key '%s' in [%s] (first at line %u)",
-			      name, s->title, s->key_line[id]);
+		return config_report(p, p->line,
+				     "duplicate key '%s' in [%s] (first at line %u)",
+				     name, s->title, s->key_line[id]);
 	s->key_line[id] = p->line;
 	return keys[id].set(p, s, value);
 }
@@ -464,7 +370,7 @@ static int ini_on_key(void *user, const char *section, const char *name,
 	int r = on_key(p, name, value);
 
 	if (r == -ENOMEM)
-		parser_fail(p, r, "");
+		config_fail(p, r, "");
 	return r == 0;
 }
 
@@ -543,246 +449,15 @@ static void section_end(struct parser *p)
 	else if (s->commit && s->kind == SECTION_ROOT)
 		r = commit_root(p, s);
 	if (r < 0)
-		parser_fail(p, r, "");
+		config_fail(p, r, "");
 	section_clear(s);
 }
 
-static void section_begin(struct parser *p, enum section_kind kind)
+void config_section_begin(struct parser *p, enum section_kind kind)
 {
 	section_end(p);
 	p->sec.kind = kind;
 	p->sec.line = p->line;
-}
-
-static void main_header(struct parser *p)
-{
-	p->sec.kind = SECTION_MAIN;
-	if (p->main_line) {
-		report(p, p->line, "duplicate section [pycached] (first at line %u)",
-		       p->main_line);
-		return;
-	}
-	p->main_line = p->line;
-	p->sec.commit = true;
-}
-
-/* Expand "~" and canonicalise: 0, -EINVAL (reported) or -ENOMEM. */
-static int root_canonical(struct parser *p, const char *raw, char **out)
-{
-	char *path = config_expand_home(raw);
-	int r;
-
-	if (!path && errno == ENOMEM)
-		return -ENOMEM;
-	if (!path)
-		return report(p, p->line,
-			      "cannot expand '~' in '%s': $HOME is not set", raw);
-	if (path[0] != '/') {
-		r = report(p, p->line,
-			   "root '%s' is relative; use an absolute path or ~/",
-			   path);
-		free(path);
-		return r;
-	}
-	*out = realpath(path, NULL);
-	r = *out ? 0 : -errno;
-	free(path);
-	if (r == 0 || r == -ENOMEM)
-		return r;
-	if (r == -ENOENT)
-		return report(p, p->line, "root '%s' does not exist", raw);
-	return report(p, p->line, "root '%s': %s", raw, strerror(-r));
-}
-
-static bool path_inside(const char *child, const char *parent)
-{
-	size_t n = strlen(parent);
-
-	return strncmp(child, parent, n) == 0 && child[n] == '/';
-}
-
-/* Against the roots before it: the same directory, or one inside another. */
-static int root_conflicts(struct parser *p, const char *path)
-{
-	for (size_t i = 0; i < p->n_roots; i++) {
-		const struct root_conf *o = &p->roots[i].conf;
-		const char *how = path_inside(path, o->path) ? "is inside" :
-				  path_inside(o->path, path) ? "contains" :
-				  NULL;
-
-		if (strcmp(path, o->path) == 0)
-			return report(p, p->line,
-				      "duplicate root '%s' (first at line %u)",
-				      path, o->line);
-		if (how)
-			return report(p, p->line,
-				      "root '%s' %s root '%s' (line %u)", path,
-				      how, o->path, o->line);
-	}
-	return 0;
-}
-
-static int root_check(struct parser *p, const char *raw, const char *path)
-{
-	struct stat st;
-
-	if (stat(path, &st) < 0)
-		return report(p, p->line, "root '%s': %s", raw,
-			      strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return report(p, p->line, "root '%s' is not a directory", raw);
-	if (strcmp(path, "/") == 0)
-		return report(p, p->line,
-			      "root '%s' is the whole file system ('/'); name a project directory",
-			      raw);
-	return root_conflicts(p, path);
-}
-
-static void root_header(struct parser *p, const char *raw)
-{
-	struct section *s = &p->sec;
-	int r;
-
-	s->kind = SECTION_ROOT;
-	if (!raw[0]) {
-		report(p, p->line, "missing path: expected [root PATH]");
-		return;
-	}
-	r = root_canonical(p, raw, &s->path);
-	if (r == -ENOMEM)
-		parser_fail(p, r, "");
-	if (r == 0 && root_check(p, raw, s->path) == 0)
-		s->commit = true;
-}
-
-static void section_header(struct parser *p, char *s)
-{
-	char *end = strchr(s, ']');
-	char *title;
-
-	section_begin(p, SECTION_UNKNOWN);
-	if (!end) {
-		report(p, p->line, "missing ']' in section header");
-		return;
-	}
-	title = lskip(end + 1);
-	if (*title && *title != ';')
-		report(p, p->line, "unexpected text after ']': '%s'", title);
-	*end = '\0';
-	title = lskip(s + 1);
-	rstrip(title);
-	/* Fits: the whole line is at most LINE_MAX_BYTES. */
-	strcpy(p->sec.title, title);
-	if (strcmp(title, "pycached") == 0)
-		main_header(p);
-	else if (strncmp(title, "root", 4) == 0 &&
-		 (!title[4] || isspace((unsigned char)title[4])))
-		root_header(p, lskip(title + 4));
-	else
-		report(p, p->line,
-		       "unknown section [%s]; expected [pycached] or [root PATH]",
-		       title);
-}
-
-static bool is_comment(char c)
-{
-	return c == ';' || c == '#';
-}
-
-/* inih's rule: the first '=' or ':' not inside a " ;" inline comment. */
-static bool has_separator(const char *s)
-{
-	bool was_space = false;
-
-	for (; *s; s++) {
-		if (*s == '=' || *s == ':')
-			return true;
-		if (was_space && *s == ';')
-			return false;
-		was_space = isspace((unsigned char)*s);
-	}
-	return false;
-}
-
-/* Physical problems inih would hide: 0 or -EINVAL (reported). */
-static int check_line(struct parser *p, const char *s, size_t len,
-		      size_t limit)
-{
-	const char *t = lskip(s);
-
-	if (len > limit)
-		return report(p, p->line,
-			      "line too long (%zu bytes, at most %zu)", len,
-			      limit);
-	if (memchr(s, '\0', len))
-		return report(p, p->line, "NUL byte in line");
-	/* inih appends an indented line to the previous key's value. */
-	if (t != s && *t && !is_comment(*t))
-		return report(p, p->line,
-			      "indented line: it would continue the previous value; remove the leading whitespace");
-	return 0;
-}
-
-/* What inih gets to see of this line: the line itself, or NULL for "". */
-static const char *line_filter(struct parser *p, char *s, size_t len,
-			       size_t limit)
-{
-	/* inih would skip a UTF-8 BOM, but only if it saw it. */
-	if (p->line == 1 && len >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0) {
-		s += 3;
-		len -= 3;
-	}
-	if (check_line(p, s, len, limit) < 0) {
-		/* Keys after a broken header belong to no known section. */
-		if (*lskip(s) == '[')
-			section_begin(p, SECTION_UNKNOWN);
-		return NULL;
-	}
-	s[len] = '\0';
-	rstrip(s);
-	/* Leading space left here means an indented comment. */
-	if (!s[0] || isspace((unsigned char)s[0]) || is_comment(s[0]))
-		return NULL;
-	if (s[0] == '[') {
-		section_header(p, s);
-		return NULL;
-	}
-	if (!has_separator(s)) {
-		report(p, p->line,
-		       "expected 'key = value', [pycached] or [root PATH]");
-		return NULL;
-	}
-	return s;
-}
-
-/* inih's reader: exactly one physical line per call, so p->line is exact. */
-static char *ini_read_line(char *str, int num, void *stream)
-{
-	struct parser *p = stream;
-	/* A build with a smaller buffer than Debian's lowers the limit. */
-	size_t limit = num >= LINE_MAX_BYTES + 2 ? LINE_MAX_BYTES :
-		       (size_t)num - 2;
-	const char *line;
-	ssize_t n;
-
-	if (p->fatal)
-		return NULL;
-	errno = 0;
-	n = getline(&p->buf, &p->buf_size, p->in);
-	if (n < 0) {
-		if (errno)
-			parser_fail(p, -errno, "cannot read: ");
-		return NULL;
-	}
-	p->line++;
-	if (n > 0 && p->buf[n - 1] == '\n')
-		n--;
-	line = line_filter(p, p->buf, (size_t)n, limit);
-	if (!line)
-		line = "";
-	/* Fits: line_filter() refused anything longer than limit. */
-	snprintf(str, (size_t)num, "%s\n", line);
-	return str;
 }
 
 /* Roots take [pycached]'s mode and sweep unless they set their own. */
@@ -825,24 +500,26 @@ static void cache_dir_check(struct parser *p, const char *dir, unsigned line)
 		unsigned at = line ? line : cfg->roots[i].line;
 
 		if (!strcmp(dir, root) || path_inside(dir, root))
-			report(p, at, "cache_dir %s is inside root %s: choose a "
-			       "directory outside every root", dir, root);
+			config_report(p, at, "cache_dir %s is inside root %s: "
+				      "choose a directory outside every root",
+				      dir, root);
 		else if (path_inside(root, dir))
-			report(p, at, "root %s is inside cache_dir %s", root, dir);
+			config_report(p, at, "root %s is inside cache_dir %s",
+				      root, dir);
 	}
 	if (lstat(dir, &st) < 0)
 		return;
 	if (S_ISLNK(st.st_mode))
-		report(p, line, "cache_dir %s is a symbolic link; name the real "
-		       "directory", dir);
+		config_report(p, line, "cache_dir %s is a symbolic link; "
+			      "name the real directory", dir);
 	else if (!S_ISDIR(st.st_mode))
-		report(p, line, "cache_dir %s is not a directory", dir);
+		config_report(p, line, "cache_dir %s is not a directory", dir);
 	else if (st.st_uid != geteuid())
-		report(p, line, "cache_dir %s is owned by uid %u, not by you", dir,
-		       (unsigned)st.st_uid);
+		config_report(p, line, "cache_dir %s is owned by uid %u, "
+			      "not by you", dir, (unsigned)st.st_uid);
 	else if (st.st_mode & S_IWOTH)
-		report(p, line, "cache_dir %s is world-writable; use a private "
-		       "directory", dir);
+		config_report(p, line, "cache_dir %s is world-writable; "
+			      "use a private directory", dir);
 }
 
 static bool relocating(const struct config *cfg)
@@ -872,8 +549,9 @@ static int cache_dir_resolve(struct parser *p)
 		return 0;
 	/* The symlink check must see the name as written, not its target. */
 	if (lstat(cfg->cache_dir, &st) == 0 && S_ISLNK(st.st_mode)) {
-		report(p, p->cache_dir_line, "cache_dir %s is a symbolic link; "
-		       "name the real directory", cfg->cache_dir);
+		config_report(p, p->cache_dir_line,
+			      "cache_dir %s is a symbolic link; "
+			      "name the real directory", cfg->cache_dir);
 		return -EINVAL;
 	}
 	/* Compare canonical paths when it exists; it may not yet. */
@@ -897,26 +575,26 @@ static void parser_finish(struct parser *p)
 
 static int parse(struct parser *p)
 {
-	int line = ini_parse_stream(ini_read_line, p, ini_on_key, p);
+	int line = ini_parse_stream(config_read_line, p, ini_on_key, p);
 	int r;
 
 	if (!p->fatal)
 		section_end(p);
 	/* Only -2, out of memory, is possible from ini_parse_stream. */
 	if (line < 0)
-		parser_fail(p, -ENOMEM, "");
+		config_fail(p, -ENOMEM, "");
 	if (p->fatal)
 		return p->fatal;
 	/* Every line inih can reject was checked first: this is a safety net. */
 	if (line > 0 && !p->n_errors)
-		report(p, (unsigned)line, "syntax error");
+		config_report(p, (unsigned)line, "syntax error");
 	if (p->n_errors)
 		return -EINVAL;
 	r = roots_resolve(p);
 	if (r == 0)
 		r = cache_dir_resolve(p);
 	if (r == -ENOMEM)
-		parser_fail(p, r, "");
+		config_fail(p, r, "");
 	return r;
 }
 
