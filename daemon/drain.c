@@ -45,11 +45,13 @@ static struct drain *find_wd(const struct watcher *w, int wd)
 	return dr;
 }
 
-static struct drain *find_ino(const struct watcher *w, uint64_t ino)
+static struct drain *find_ino(const struct watcher *w, uint64_t mnt_id,
+			      uint64_t ino)
 {
 	struct drain *dr;
 
-	for (dr = w->drains; dr && dr->ino != ino; dr = dr->next)
+	for (dr = w->drains; dr && (dr->ino != ino || dr->mnt_id != mnt_id);
+	     dr = dr->next)
 		;
 	return dr;
 }
@@ -107,7 +109,9 @@ static void arm(struct watcher *w, struct drain *dr)
  * Reopen dr's cache from its root: 0 with *cache_fd and *parent_fd open
  * when it is still the inode watched and fit to act on; -EACCES with only
  * *parent_fd open when it is that inode but no longer fit (the reaper
- * will say why); else -errno and nothing open.
+ * will say why); -EREMCHG when the parent could not be reopened (the
+ * tree's names are stale: *parent_fd is the error); else -errno and
+ * nothing open.
  */
 static int reopen(struct watcher *w, struct drain *dr, int *parent_fd,
 		  int *cache_fd)
@@ -122,7 +126,7 @@ static int reopen(struct watcher *w, struct drain *dr, int *parent_fd,
 		return -ENOENT;
 	*parent_fd = tree_open(parent);
 	if (*parent_fd < 0)
-		return *parent_fd;
+		return -EREMCHG;
 	watch_policy(w, parent->root, NULL, &pol);
 	r = reaper_open(*parent_fd, PYCACHE_NAME, &pol, &res, cache_fd);
 	if (*cache_fd >= 0 && res.ino == dr->ino)
@@ -168,6 +172,7 @@ static struct drain *drain_new(struct watcher *w, int wd, struct root *r,
 		return NULL;
 	dr->wd = wd;
 	dr->root = r;
+	dr->mnt_id = r->mnt_id;
 	dr->ino = ino;
 	dr->next = w->drains;
 	w->drains = dr;
@@ -184,13 +189,14 @@ static struct drain *watch_cache(struct watcher *w, const struct dir *parent,
 	int wd;
 
 	if (w->n_drains >= DRAIN_MAX)
-		return find_ino(w, ino);
+		return find_ino(w, parent->root->mnt_id, ino);
 	/* The magic link pins the inode checked (FACTS.md). IN_MASK_CREATE
 	 * leaves a watch the crawl holds on the same inode alone. */
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
 	wd = inotify_add_watch(w->fd, proc, DRAIN_MASK | IN_MASK_CREATE);
 	if (wd < 0)
-		return errno == EEXIST ? find_ino(w, ino) : NULL;
+		return errno == EEXIST ? find_ino(w, parent->root->mnt_id, ino)
+				       : NULL;
 	dr = drain_new(w, wd, parent->root, ino);
 	if (!dr)
 		inotify_rm_watch(w->fd, wd);
@@ -217,6 +223,7 @@ bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
 	dr = watch_cache(w, parent, fd, res.ino);
 	if (dr) {
 		/* Found again, maybe somewhere else: that is where it is now. */
+		dr->root = r;
 		dr->parent_wd = parent->wd;
 		dr->parent_ino = parent->ino;
 		dr->rearms = 0;
@@ -227,18 +234,40 @@ bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
 	return dr != NULL;
 }
 
-static void drain_file(struct watcher *w, struct drain *dr, const char *name)
+/*
+ * dr's cache is no longer where it was: moved out of the root, swapped or
+ * gone (a move within the roots re-parented the drain before its own
+ * IN_MOVE_SELF came). Forget it, or events from outside every root would
+ * keep it armed. When its parent could not be reopened, the names held
+ * are stale: the root is rescanned, and meets the cache if it is there.
+ */
+static void lost(struct watcher *w, struct drain *dr, int parent_err)
+{
+	struct root *r = dr->root;
+
+	drain_free(w, dr, true);
+	if (parent_err < 0)
+		watch_reopen_failed(w, r, parent_err);
+}
+
+/* 0 when dr's cache is still there (unfit included); else it is lost. */
+static int check(struct watcher *w, struct drain *dr, const char *name)
 {
 	int parent_fd, cache_fd, r = reopen(w, dr, &parent_fd, &cache_fd);
 
-	/* Moved, swapped, gone or unfit: finish() sees to it. */
-	if (r == -EACCES)
+	if (r == -EACCES) {
 		close(parent_fd);
-	if (r < 0)
-		return;
-	pass(w, dr, parent_fd, cache_fd, name);
+		return 0;
+	}
+	if (r < 0) {
+		lost(w, dr, r == -EREMCHG ? parent_fd : 0);
+		return r;
+	}
+	if (name)
+		pass(w, dr, parent_fd, cache_fd, name);
 	close(cache_fd);
 	close(parent_fd);
+	return 0;
 }
 
 bool drain_event(struct watcher *w, const struct inotify_event *ev)
@@ -251,32 +280,39 @@ bool drain_event(struct watcher *w, const struct inotify_event *ev)
 		drain_free(w, dr, false);
 		return true;
 	}
-	arm(w, dr);
 	if ((ev->mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) && !(ev->mask & IN_ISDIR) &&
-	    ev->len && relocate_worth_keeping(ev->name))
-		drain_file(w, dr, ev->name);
+	    ev->len && relocate_worth_keeping(ev->name)) {
+		if (check(w, dr, ev->name) < 0)
+			return true;
+	} else if (ev->mask & (IN_MOVE_SELF | IN_DELETE_SELF)) {
+		if (check(w, dr, NULL) < 0)
+			return true;
+	}
+	arm(w, dr);
 	return true;
 }
 
 /*
  * The cache was quiet. A temporary still there is a writer at work (or one
- * that died): give it a few more quiet times, then remove the cache with
- * all it holds but foreign content, reported as in delete mode.
+ * that died): give it a few more quiet times unless told not to wait,
+ * then remove the cache with all it holds but foreign content, reported
+ * as in delete mode.
  */
-static void finish(struct watcher *w, struct drain *dr)
+static void finish(struct watcher *w, struct drain *dr, bool may_wait)
 {
 	struct dir *parent = drain_parent(w, dr);
 	int parent_fd, cache_fd, r = reopen(w, dr, &parent_fd, &cache_fd);
 
 	if (r < 0 && r != -EACCES) {
-		drain_free(w, dr, true);
+		/* A root being removed is not to be rescanned. */
+		lost(w, dr, may_wait && r == -EREMCHG ? parent_fd : 0);
 		return;
 	}
 	if (r == 0) {
 		unsigned in_flight = pass(w, dr, parent_fd, cache_fd, NULL);
 
 		close(cache_fd);
-		if (in_flight && dr->rearms < DRAIN_REARMS) {
+		if (may_wait && in_flight && dr->rearms < DRAIN_REARMS) {
 			dr->rearms++;
 			arm(w, dr);
 			close(parent_fd);
@@ -301,7 +337,7 @@ static void on_drain_timer(uv_timer_t *t)
 	for (dr = w->drains; dr; dr = following) {
 		following = dr->next;
 		if (dr->deadline <= now)
-			finish(w, dr);
+			finish(w, dr, true);
 	}
 	/* finish() may have re-armed some: wake for the earliest. */
 	for (dr = w->drains; dr; dr = dr->next)
@@ -319,8 +355,10 @@ void drain_forget(struct watcher *w, const struct root *r)
 
 	for (dr = w->drains; dr; dr = following) {
 		following = dr->next;
-		if (!r || dr->root == r)
+		if (!r)
 			drain_free(w, dr, true);
+		else if (dr->root == r)
+			finish(w, dr, false);
 	}
 	if (!w->drains)
 		uv_timer_stop(&w->drain_timer);

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -23,6 +22,7 @@
 struct dest {
 	int fd;
 	int source_fd;
+	uid_t uid;    /* only the user's own files move into the user's prefix */
 };
 
 struct tally {
@@ -143,7 +143,7 @@ static int dispose(int fd, const char *name, const struct stat *st,
 	enum relocate_outcome how;
 	int r;
 
-	if (dst->fd >= 0 && relocate_worth_keeping(name)) {
+	if (dst->fd >= 0 && st->st_uid == dst->uid && relocate_worth_keeping(name)) {
 		r = relocate_file(fd, name, dst->fd, st, dst->source_fd, &how);
 		if (r == 0) {
 			t->relocated++;
@@ -308,18 +308,13 @@ static int evict(DIR *dir, int parent_fd, const char *name,
 bool reaper_is_leftover(const char *name)
 {
 	const char *p = name + strlen(REAPER_TMP_PREFIX);
-	char *end;
-	long pid;
+	size_t pid;
 
-	if (strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)) ||
-	    !isdigit((unsigned char)*p))
+	if (strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)))
 		return false;
-	errno = 0;
-	pid = strtol(p, &end, 10);
-	if (errno || *end != '-' || !isdigit((unsigned char)end[1]) ||
-	    strspn(end + 1, "0123456789") != strlen(end + 1))
-		return false;
-	return pid != (long)getpid();
+	pid = strspn(p, "0123456789");
+	return pid > 0 && p[pid] == '-' && isdigit((unsigned char)p[pid + 1]) &&
+	       strspn(p + pid + 1, "0123456789") == strlen(p + pid + 1);
 }
 
 static bool avoided(const struct reap_policy *p, uint64_t ino)
@@ -362,7 +357,7 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 		    const struct reap_policy *p, const struct stat *st,
 		    struct reap_result *res)
 {
-	struct dest dst = { .fd = -1, .source_fd = parent_fd };
+	struct dest dst = { .fd = -1, .source_fd = parent_fd, .uid = p->uid };
 	struct tally t;
 	int r;
 
@@ -475,6 +470,10 @@ static int drain_one(int fd, const char *name, const struct dest *dst,
 		res->in_flight++;
 		return 0;
 	}
+	/* Someone else's file in our cache: never into our prefix, where
+	 * Python would load it; the final reap deletes it. */
+	if (st.st_uid != dst->uid)
+		return 0;
 	r = relocate_file(fd, name, dst->fd, &st, dst->source_fd, &how);
 	if (r == -ENOENT)
 		return 0;
@@ -521,7 +520,7 @@ static int drain_all(int fd, const struct dest *dst, struct reap_result *res)
 int reaper_drain(int cache_fd, int parent_fd, const char *only,
 		 const struct reap_policy *p, struct reap_result *res)
 {
-	struct dest dst = { .fd = -1, .source_fd = parent_fd };
+	struct dest dst = { .fd = -1, .source_fd = parent_fd, .uid = p->uid };
 	int r;
 
 	memset(res, 0, sizeof(*res));

@@ -76,9 +76,10 @@ int reaper_drain(int cache_fd, int parent_fd, const char *only,
 		 const struct reap_policy *p, struct reap_result *res);
 
 /*
- * A cache is renamed to REAPER_TMP_PREFIX "<pid>-<ns>" while it is emptied.
- * True for such a name left by another process (a daemon killed in the
- * middle of a reap): it is a cache to reap again. Our own are in flight.
+ * A cache is renamed to REAPER_TMP_PREFIX "<pid>-<ns>" while it is emptied,
+ * within one reaper call: a crawl never meets one in flight. True for such
+ * a name, left by a daemon killed in the middle of a reap (or kept after a
+ * failed restore): a cache to reap again.
  */
 #define REAPER_TMP_PREFIX ".__pycache__.pycached-"
 bool reaper_is_leftover(const char *name);

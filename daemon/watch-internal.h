@@ -81,6 +81,7 @@ struct item {
 struct drain {
 	struct drain *next;   /* struct watcher::drains */
 	struct root *root;
+	uint64_t mnt_id;      /* the cache's mount and inode */
 	int wd;               /* the cache's own watch */
 	int parent_wd;        /* the watched directory that holds it... */
 	uint64_t parent_ino;  /* ...if that is still this inode */
@@ -224,6 +225,8 @@ bool watch_excluded(const struct root *r, const char *name);
 /* The root, reopened from its path without following symlinks and checked
  * to be the inode we watch: O_PATH fd, -ENOENT when inactive, -ESTALE. */
 int watch_root_open(const struct root *r);
+/* A watched directory of r could not be reopened (err): lose r, or rescan. */
+void watch_reopen_failed(struct watcher *w, struct root *r, int err);
 /* The root is gone, moved or unreachable: drop its tree and wait for it. */
 void watch_root_lost(struct watcher *w, struct root *r, const char *why);
 
@@ -233,7 +236,8 @@ bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
 		 const char *name);
 /* Handle ev when its wd is a drain's: true if so. */
 bool drain_event(struct watcher *w, const struct inotify_event *ev);
-/* Drop the drains of r (all, when r is NULL) and their watches. */
+/* Remove r's draining caches now, without waiting for quiet (the root is
+ * going); with r NULL, just drop every drain and its watch. */
 void drain_forget(struct watcher *w, const struct root *r);
 
 #endif

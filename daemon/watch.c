@@ -193,7 +193,7 @@ static bool root_has_full_job(const struct watcher *w, const struct root *r)
  * itself cannot be (a symlink or a rename on the way), it is lost; else the
  * names we hold are stale and a rescan puts them right.
  */
-static void reopen_failed(struct watcher *w, struct root *r, int err)
+void watch_reopen_failed(struct watcher *w, struct root *r, int err)
 {
 	int fd = watch_root_open(r);
 
@@ -215,7 +215,7 @@ int watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
 	int fd = tree_open(parent);
 
 	if (fd < 0) {
-		reopen_failed(w, parent->root, fd);
+		watch_reopen_failed(w, parent->root, fd);
 		return fd;
 	}
 	if (at_once || !drain_start(w, parent, fd, name))
@@ -241,7 +241,7 @@ static void dir_appeared(struct watcher *w, struct dir *parent, const char *name
 		return;
 	fd = tree_open(parent);
 	if (fd < 0) {
-		reopen_failed(w, r, fd);
+		watch_reopen_failed(w, r, fd);
 		return;
 	}
 	j = crawl_job_new(w, r, true, false, NULL, NULL);

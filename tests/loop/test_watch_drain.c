@@ -178,7 +178,7 @@ static void test_sweep_removes_at_once(void **state)
 	assert_null(d->f.w->drains);
 }
 
-/* Removing the root drops its drains, and their watches. */
+/* Removing the root finishes its drains at once, and drops their watches. */
 static void test_root_removed_while_draining(void **state)
 {
 	struct dfx *d = *state;
@@ -193,8 +193,90 @@ static void test_root_removed_while_draining(void **state)
 	OK(watcher_remove_root(d->f.w, d->f.root));
 	assert_null(d->f.w->drains);
 	assert_int_equal(wfx_busy_handles(&d->f), 0);
-	/* Left as it was: the root is no longer ours to act in. */
-	assert_true(lt_exists("%s/%s.5", d->cache, PYC));
+	/* Made while watched, so removed, temporary and all. */
+	assert_false(lt_exists("%s", d->cache));
+}
+
+/*
+ * A draining cache moved into another root belongs to that root from then
+ * on: removing the first root must not take it along.
+ */
+static void test_moved_to_another_root(void **state)
+{
+	struct dfx *d = *state;
+	char root2[PATH_MAX], cache2[PATH_MAX + 32], want[3 * PATH_MAX];
+	struct root_conf rc;
+
+	snprintf(root2, sizeof(root2), "%s/root2", d->f.base);
+	snprintf(cache2, sizeof(cache2), "%s/pkg/__pycache__", root2);
+	snprintf(want, sizeof(want), "%s%s/pkg/%s", d->prefix, root2, PYC);
+	OK(lt_mkdirs("%s/pkg", root2));
+	rc = wfx_conf(root2);
+	rc.mode = MODE_RELOCATE;
+	OK(wfx_add(&d->f, &rc));
+	OK(lt_mkdirs("%s", d->cache));
+	OK(lt_put("held", "%s/%s.9", d->cache, PYC));
+	OK(lt_cpython_write(d->pkg, "first", 3));
+	assert_true(wait_for(d, lt_pred_exists, d->mirror));
+	OK(rename(d->cache, cache2));
+	/* The rename's events, handled: the temporary is still there. */
+	lt_run_until(&d->f.loop, never, NULL, 50);
+	OK(watcher_remove_root(d->f.w, d->f.root));
+	assert_true(lt_exists("%s/%s.9", cache2, PYC));
+	assert_non_null(d->f.w->drains);
+	OK(lt_rename(cache2, PYC ".9", cache2, PYC));
+	assert_true(wait_for(d, lt_pred_exists, want));
+	assert_true(wait_for(d, lt_pred_gone, cache2));
+}
+
+static bool no_drains(void *ud)
+{
+	return ((struct dfx *)ud)->f.w->drains == NULL;
+}
+
+/*
+ * A cache moved out of every root is forgotten when its IN_MOVE_SELF
+ * comes, however busy it stays out there: nothing in it is touched.
+ */
+static void test_moved_out_forgotten(void **state)
+{
+	struct dfx *d = *state;
+	char out[PATH_MAX + 32];
+
+	snprintf(out, sizeof(out), "%s/__pycache__", d->f.out);
+	OK(lt_mkdirs("%s", d->cache));
+	OK(lt_put("held", "%s/%s.9", d->cache, PYC));
+	OK(lt_cpython_write(d->pkg, "first", 4));
+	assert_true(wait_for(d, lt_pred_exists, d->mirror));
+	assert_non_null(d->f.w->drains);
+	OK(rename(d->cache, out));
+	/* Writes every 50 ms would keep a drain armed that is not dropped. */
+	for (unsigned long i = 0; i < 8; i++) {
+		OK(lt_cpython_write(d->f.out, "busy", 10 + i));
+		lt_run_until(&d->f.loop, never, NULL, 50);
+	}
+	assert_true(no_drains(d));
+	assert_true(lt_exists("%s/busy.cpython-311.pyc", out));
+	assert_true(lt_exists("%s/%s.9", out, PYC));
+	assert_false(lt_exists("%s/busy.cpython-311.pyc", d->mirror));
+}
+
+/* Bytecode someone else owns never moves into the user's prefix. */
+static void test_foreign_owner_not_relocated(void **state)
+{
+	struct dfx *d = *state;
+	char tmp[PATH_MAX + 64], pyc[PATH_MAX + 64];
+
+	if (geteuid() != 0)
+		skip();
+	snprintf(tmp, sizeof(tmp), "%s/planted", d->f.out);
+	snprintf(pyc, sizeof(pyc), "%s/%s", d->cache, PYC);
+	OK(lt_put("planted bytecode", "%s", tmp));
+	OK(chown(tmp, 12345, 12345));
+	OK(lt_mkdirs("%s", d->cache));
+	OK(rename(tmp, pyc));
+	assert_true(wait_for(d, lt_pred_gone, d->cache));
+	assert_false(lt_exists("%s/%s", d->mirror, PYC));
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -207,6 +289,9 @@ int main(void)
 		T(test_abandoned_temporary_removed),
 		T(test_sweep_removes_at_once),
 		T(test_root_removed_while_draining),
+		T(test_moved_to_another_root),
+		T(test_moved_out_forgotten),
+		T(test_foreign_owner_not_relocated),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
