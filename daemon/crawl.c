@@ -91,8 +91,14 @@ void dirref_detach(struct watcher *w, struct dir *d)
 	dirref_retarget(w, d, NULL);
 }
 
+/*
+ * A directory met while listing goes on top (depth first keeps few fds
+ * open); a job's first items go to the bottom, so that jobs run in the
+ * order their events came and a cache made before another is removed
+ * before it too.
+ */
 static int push_item(struct watcher *w, struct job *j, struct dirref *ref,
-		     const char *name)
+		     const char *name, bool at_bottom)
 {
 	size_t len = strlen(name);
 	struct item *it = malloc(sizeof(*it) + len + 1);
@@ -105,8 +111,16 @@ static int push_item(struct watcher *w, struct job *j, struct dirref *ref,
 	if (ref)
 		ref->refs++;
 	j->pending++;
+	if (at_bottom && w->stack) {
+		it->next = NULL;
+		w->stack_tail->next = it;
+		w->stack_tail = it;
+		return 0;
+	}
 	it->next = w->stack;
 	w->stack = it;
+	if (!it->next)
+		w->stack_tail = it;
 	return 0;
 }
 
@@ -123,7 +137,7 @@ int crawl_push(struct watcher *w, struct job *j, struct dir *parent,
 			return -ENOMEM;
 		}
 	}
-	r = push_item(w, j, ref, name);
+	r = push_item(w, j, ref, name, true);
 	if (r < 0 && ref) {
 		ref->refs = 1;
 		dirref_put(w, ref);
@@ -292,7 +306,7 @@ static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 			} else if (!skip_name(r, de->d_name) && is_dir_entry(fd, de)) {
 				if (!ref && !(ref = dirref_new(w, fd, d)))
 					goto out;
-				push_item(w, j, ref, de->d_name);
+				push_item(w, j, ref, de->d_name, false);
 			}
 		}
 	}
@@ -365,6 +379,8 @@ void crawl_run(struct watcher *w, uint64_t budget_ns)
 		struct item *it = w->stack;
 
 		w->stack = it->next;
+		if (!w->stack)
+			w->stack_tail = NULL;
 		crawl_one(w, it);
 		item_done(w, it);
 		/* The clock is cheap but not free: look at it every 32 dirs. */
@@ -408,4 +424,7 @@ void crawl_cancel_root(struct watcher *w, struct root *r)
 		it->job->status = -ECANCELED;
 		item_done(w, it);
 	}
+	w->stack_tail = NULL;
+	for (struct item *it = w->stack; it; it = it->next)
+		w->stack_tail = it;
 }

@@ -141,6 +141,7 @@ struct watcher {
 	size_t table_cap, table_len;
 	char *dents;              /* DENTS_SIZE bytes for getdents64 */
 	struct item *stack;       /* LIFO: depth-first keeps few dirrefs open */
+	struct item *stack_tail;  /* its last item: new jobs queue there */
 	struct job *jobs;
 	struct dirref *refs;
 	uint32_t gen;

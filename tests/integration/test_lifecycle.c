@@ -46,13 +46,17 @@ static void no_sweep_keeps_existing(void **state)
 	make_existing_caches(h, root);
 	hx_config_roots(h, "sweep = no\n", root, NULL);
 	hx_start(h, NULL);
-	hx_barrier(h, root);
+	/* READY=1 promises the crawl is over. */
 	assert_int_equal(hx_count_caches(root), 4);
 
+	/*
+	 * No barrier here: a barrier directory removed while its events are
+	 * still queued makes the daemon rescan the root, and a rescan cannot
+	 * tell old caches from missed ones (sweep in pycached.conf(5)).
+	 */
 	hx_mkdirs(hx_path(h, "root/new"));
 	(void)hx_try_cache(hx_path(h, "root/new"), 1);
-	hx_barrier(h, root);
-	assert_int_equal(hx_count_entries(hx_path(h, "root/new")), 0);
+	hx_expect_no_caches(hx_path(h, "root/new"), HX_REMOVE_MS);
 	assert_int_equal(hx_count_caches(root), 4);
 	assert_int_equal(hx_count_files(root, ".pyc"), 8);
 }
