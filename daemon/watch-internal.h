@@ -1,7 +1,7 @@
 /*
- * Shared by watch.c (roots, inotify events), tree.c (directory nodes and the
- * wd table) and crawl.c (watch-then-scan jobs). Not for other modules: they
- * use watch.h. Loop thread only.
+ * Shared by watch.c (inotify events, reaping), watch-roots.c (roots), tree.c
+ * (directory nodes and the wd table) and crawl.c (watch-then-scan jobs). Not
+ * for other modules: they use watch.h. Loop thread only.
  */
 #ifndef PYCACHED_WATCH_INTERNAL_H
 #define PYCACHED_WATCH_INTERNAL_H
@@ -218,18 +218,25 @@ void watch_policy(const struct watcher *w, const struct root *r,
 		  const char *src_dir, struct reap_policy *pol);
 /* Count, silently, what a drain moved out before it was dropped. */
 void watch_account_drained(struct watcher *w, const struct drain *dr);
+bool watch_excluded(const struct root *r, const char *name);
+/* A watched directory of r could not be reopened (err): lose r, or rescan. */
+void watch_reopen_failed(struct watcher *w, struct root *r, int err);
+
+/* watch-roots.c */
 void watch_job_done(struct watcher *w, struct job *j);
 /* Keep root::unwatched (and the rescan timer) in step with DIR_F_UNWATCHED. */
 void watch_unwatched_add(struct watcher *w, struct dir *d);
 void watch_unwatched_del(struct watcher *w, struct dir *d);
-bool watch_excluded(const struct root *r, const char *name);
 /* The root, reopened from its path without following symlinks and checked
  * to be the inode we watch: O_PATH fd, -ENOENT when inactive, -ESTALE. */
 int watch_root_open(const struct root *r);
-/* A watched directory of r could not be reopened (err): lose r, or rescan. */
-void watch_reopen_failed(struct watcher *w, struct root *r, int err);
 /* The root is gone, moved or unreachable: drop its tree and wait for it. */
 void watch_root_lost(struct watcher *w, struct root *r, const char *why);
+/* Find r and crawl it, or watch its nearest ancestor until it appears. */
+void watch_root_activate(struct watcher *w, struct root *r, bool reap,
+			 root_ready_cb cb, void *ud);
+/* Handle ev when its wd is a missing root's anchor: activate those roots. */
+void watch_anchor_event(struct watcher *w, const struct inotify_event *ev);
 
 /* drain.c */
 /* Take parent/name over when it is a relocating root's cache: true if so. */

@@ -285,7 +285,7 @@ static void test_enospc_degraded_rescanned_recovered(void **state)
 /*
  * DAEMON BUG found by this test, fixed in a418801 (keep as a regression
  * test; it also caught an interim fix that stepped its index by k + 1).
- * watch.c rescan_unwatched(): each 5 s tick pushed at most
+ * watch-roots.c rescan_unwatched(): each 5 s tick pushed at most
  * RESCAN_BATCH (64) unwatched directories, always starting again from index
  * 0 of root::unwatched, so directories past the 64th top-level one were
  * never rescanned and their caches never removed.

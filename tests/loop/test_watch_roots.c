@@ -96,7 +96,7 @@ static void make_root_missing(struct wfx *f)
 
 /*
  * DAEMON BUG found by this test, fixed in a418801 (keep as a regression
- * test). watch.c root_activate() kept r->fd open: the kernel sends
+ * test). watch-roots.c watch_root_activate() kept r->fd open: the kernel sends
  * IN_DELETE_SELF only when the last reference to the directory goes, and the
  * watcher's own O_PATH fd of the root was one. After rm -rf of a root it
  * stayed "active" forever, and the directory made again under its name was
