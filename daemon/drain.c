@@ -243,11 +243,11 @@ bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
  */
 static void lost(struct watcher *w, struct drain *dr, int parent_err)
 {
-	struct root *r = dr->root;
+	struct dir *parent = drain_parent(w, dr);
 
 	drain_free(w, dr, true);
-	if (parent_err < 0)
-		watch_reopen_failed(w, r, parent_err);
+	if (parent_err < 0 && parent)
+		watch_reopen_failed(w, parent, parent_err);
 }
 
 /* 0 when dr's cache is still there (unfit included); else it is lost. */

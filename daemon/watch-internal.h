@@ -92,6 +92,7 @@ struct drain {
 };
 
 #define HOT_MAX 16
+#define STALE_MAX 16
 #define AVOID_MAX 16
 #define DENTS_SIZE (32 * 1024)
 
@@ -160,6 +161,13 @@ struct watcher {
 	size_t n_avoid, avoid_next;
 	struct drain *drains;
 	size_t n_drains;
+	/*
+	 * Directories that could not be reopened for an event: renamed or
+	 * removed after it. Once the queue is read to the end, the tree's
+	 * names have caught up, and each still watched is crawled again.
+	 */
+	struct { int wd; uint64_t ino; } stale[STALE_MAX];
+	size_t n_stale;
 };
 
 /* tree.c */
@@ -219,8 +227,9 @@ void watch_policy(const struct watcher *w, const struct root *r,
 /* Count, silently, what a drain moved out before it was dropped. */
 void watch_account_drained(struct watcher *w, const struct drain *dr);
 bool watch_excluded(const struct root *r, const char *name);
-/* A watched directory of r could not be reopened (err): lose r, or rescan. */
-void watch_reopen_failed(struct watcher *w, struct root *r, int err);
+/* Watched directory d could not be reopened (err): lose its root, or
+ * crawl d again once the events in flight are read. */
+void watch_reopen_failed(struct watcher *w, struct dir *d, int err);
 
 /* watch-roots.c */
 void watch_job_done(struct watcher *w, struct job *j);

@@ -181,12 +181,17 @@ static bool root_has_full_job(const struct watcher *w, const struct root *r)
 
 /*
  * A watched directory could not be reopened from its root. If the root
- * itself cannot be (a symlink or a rename on the way), it is lost; else the
- * names we hold are stale and a rescan puts them right.
+ * itself cannot be (a symlink or a rename on the way), it is lost. Else the
+ * directory was renamed or removed after the event: the events saying so
+ * are still queued. It is crawled again once they are read (settle_stale);
+ * a rescan of the whole root is the fallback.
  */
-void watch_reopen_failed(struct watcher *w, struct root *r, int err)
+void watch_reopen_failed(struct watcher *w, struct dir *d, int err)
 {
+	struct root *r = d->root;
 	int fd = watch_root_open(r);
+	bool moved = err == -ENOENT || err == -ESTALE || err == -ELOOP ||
+		     err == -ENOTDIR;
 
 	if (fd < 0 && fd != -ENOMEM && fd != -EMFILE && r->active) {
 		watch_root_lost(w, r, "can no longer be reached without symlinks");
@@ -194,10 +199,50 @@ void watch_reopen_failed(struct watcher *w, struct root *r, int err)
 	}
 	if (fd >= 0)
 		close(fd);
+	if (moved && d->parent && d->wd >= 0) {
+		for (size_t i = 0; i < w->n_stale; i++)
+			if (w->stale[i].wd == d->wd)
+				return;
+		if (w->n_stale < STALE_MAX) {
+			w->stale[w->n_stale].wd = d->wd;
+			w->stale[w->n_stale++].ino = d->ino;
+			return;
+		}
+	}
 	log_debug("cannot reopen a watched directory (%s): rescanning",
 		  strerror(-err));
 	if (r->active && !root_has_full_job(w, r))
 		watcher_sweep(w, r, NULL, NULL);
+}
+
+/* Crawl again each directory watch_reopen_failed() put aside. */
+static void settle_stale(struct watcher *w)
+{
+	size_t n = w->n_stale;
+
+	w->n_stale = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct dir *d = tree_table_find(w, w->stale[i].wd);
+		struct job *j;
+		int fd;
+
+		/* Gone, or moved out of every root: nothing of it to find. */
+		if (!d || d->ino != w->stale[i].ino || !d->parent)
+			continue;
+		fd = tree_open(d->parent);
+		if (fd < 0) {
+			if (d->root->active && !root_has_full_job(w, d->root))
+				watcher_sweep(w, d->root, NULL, NULL);
+			continue;
+		}
+		j = crawl_job_new(w, d->root, true, false, NULL, NULL);
+		if (!j) {
+			close(fd);
+			continue;
+		}
+		if (crawl_push(w, j, d->parent, fd, d->name) < 0)
+			watch_job_done(w, j);
+	}
 }
 
 int watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
@@ -206,7 +251,7 @@ int watch_reap_in(struct watcher *w, struct dir *parent, const char *name,
 	int fd = tree_open(parent);
 
 	if (fd < 0) {
-		watch_reopen_failed(w, parent->root, fd);
+		watch_reopen_failed(w, parent, fd);
 		return fd;
 	}
 	if (at_once || !drain_start(w, parent, fd, name))
@@ -232,7 +277,7 @@ static void dir_appeared(struct watcher *w, struct dir *parent, const char *name
 		return;
 	fd = tree_open(parent);
 	if (fd < 0) {
-		watch_reopen_failed(w, r, fd);
+		watch_reopen_failed(w, parent, fd);
 		return;
 	}
 	j = crawl_job_new(w, r, true, false, NULL, NULL);
@@ -314,6 +359,7 @@ static void overflow(struct watcher *w)
 	w->stats.overflows++;
 	log_warn("the inotify queue overflowed: rescanning every root");
 	w->move.node = NULL;
+	w->n_stale = 0;
 	for (struct root *r = w->roots; r; r = r->next) {
 		if (r->active)
 			watcher_sweep(w, r, NULL, NULL);
@@ -376,17 +422,23 @@ static void on_readable(uv_poll_t *h, int status, int events)
 	 * A bounded number of reads: signals, clients and the crawl get their
 	 * turn however fast events come; the fd stays readable for the rest.
 	 */
+	bool drained = false;
+
 	for (int i = 0; i < READS_PER_WAKEUP; i++) {
 		ssize_t n = read(w->fd, buf, sizeof(buf));
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
+		if (n <= 0) {
+			drained = n < 0 && errno == EAGAIN;
 			break;
+		}
 		watch_dispatch(w, buf, (size_t)n);
 	}
 	/* The queue is drained: a MOVED_FROM without its MOVED_TO left us. */
 	resolve_move(w);
+	if (drained && w->n_stale)
+		settle_stale(w);
 	crawl_start(w);
 }
 

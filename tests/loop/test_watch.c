@@ -172,6 +172,38 @@ static void test_sweep_no_keeps_old_caches_only(void **state)
 	assert_false(lt_exists("%s/a/__pycache__", f->root));
 }
 
+/*
+ * Directories renamed or removed before the events from inside them are
+ * read: what a renamed one holds is found where it went, and the root is
+ * not rescanned for it (under sweep = no that would take the old cache).
+ */
+static void test_stale_names_rescan_only_what_moved(void **state)
+{
+	struct wfx *f = *state;
+	struct root_conf rc = wfx_conf(f->root);
+	struct watcher_stats before, after;
+	char moved[PATH_MAX + 8], gone[PATH_MAX + 8];
+
+	snprintf(moved, sizeof(moved), "%s/moved", f->root);
+	snprintf(gone, sizeof(gone), "%s/gone", f->root);
+	OK(lt_cache("old", "%s/a", f->root));
+	OK(lt_mkdirs("%s/pkg/sub", f->root));
+	OK(lt_mkdirs("%s/gone", f->root));
+	rc.sweep = false;
+	OK(wfx_add(f, &rc));
+	watcher_get_stats(f->w, &before);
+	/* The loop is not running: the kernel queues, the tree lags. */
+	OK(lt_cache("m", "%s/pkg/sub", f->root));
+	OK(lt_cache("g", "%s/gone", f->root));
+	OK(lt_rename(f->root, "pkg", f->root, "moved"));
+	OK(lt_rm_rf(gone));
+	assert_true(wfx_wait_no_caches(f, moved, lt_ms(WFX_WAIT_MS)));
+	assert_true(wfx_barrier(f, f->root));
+	watcher_get_stats(f->w, &after);
+	assert_int_equal(after.rescans, before.rescans);
+	assert_true(lt_exists("%s/a/__pycache__/old.cpython-311.pyc", f->root));
+}
+
 /* --- new directories: watch first, then scan ----------------------------- */
 
 static void test_watch_then_scan_deep_mkdir(void **state)
@@ -490,6 +522,7 @@ int main(void)
 		T(test_add_root_rejects_duplicates_and_nesting),
 		T(test_sweep_at_add),
 		T(test_sweep_no_keeps_old_caches_only),
+		T(test_stale_names_rescan_only_what_moved),
 		T(test_watch_then_scan_deep_mkdir),
 		T(test_deleted_subtree_drops_watches),
 		T(test_move_in_subtree_with_caches),
