@@ -345,6 +345,9 @@ static void crawl_one(struct watcher *w, struct item *it)
 		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (!it->parent)
 		close(pfd);
+	if (j->settle && !j->started && fd < 0 && r->active)
+		watcher_sweep(w, r, NULL, NULL);
+	j->started = true;
 	if (fd < 0)
 		return;
 	/* Another mount is not ours to touch: do not even descend. */

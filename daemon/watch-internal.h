@@ -59,6 +59,10 @@ struct job {
 	/* Someone waits for this crawl (cb): caches go at once, so its reply
 	 * counts them. The daemon's own crawls drain relocating caches. */
 	bool at_once;
+	/* A directory crawled again by name (settle_stale): if its first
+	 * open fails, it moved again, and only a rescan of the root finds it. */
+	bool settle;
+	bool started;
 	bool full;            /* a whole-root rescan: drop nodes it did not meet */
 	unsigned pending;     /* items of this job on the stack */
 	root_ready_cb cb;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -240,6 +241,7 @@ static void settle_stale(struct watcher *w)
 			close(fd);
 			continue;
 		}
+		j->settle = true;
 		if (crawl_push(w, j, d->parent, fd, d->name) < 0)
 			watch_job_done(w, j);
 	}
@@ -423,6 +425,7 @@ static void on_readable(uv_poll_t *h, int status, int events)
 	 * turn however fast events come; the fd stays readable for the rest.
 	 */
 	bool drained = false;
+	int left;
 
 	for (int i = 0; i < READS_PER_WAKEUP; i++) {
 		ssize_t n = read(w->fd, buf, sizeof(buf));
@@ -435,6 +438,9 @@ static void on_readable(uv_poll_t *h, int status, int events)
 		}
 		watch_dispatch(w, buf, (size_t)n);
 	}
+	/* The last read of the budget may have emptied it: no wakeup follows. */
+	if (!drained && ioctl(w->fd, FIONREAD, &left) == 0 && left == 0)
+		drained = true;
 	/* The queue is drained: a MOVED_FROM without its MOVED_TO left us. */
 	resolve_move(w);
 	if (drained && w->n_stale)

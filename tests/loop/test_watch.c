@@ -204,6 +204,28 @@ static void test_stale_names_rescan_only_what_moved(void **state)
 	assert_true(lt_exists("%s/a/__pycache__/old.cpython-311.pyc", f->root));
 }
 
+/*
+ * Renamed once more after it was put aside and before its crawl ran: the
+ * crawl by the old name fails, and the cache must be found all the same.
+ */
+static void test_stale_renamed_twice(void **state)
+{
+	struct wfx *f = *state;
+	char y[PATH_MAX + 8];
+
+	snprintf(y, sizeof(y), "%s/y", f->root);
+	OK(lt_mkdirs("%s/t", f->root));
+	OK(wfx_start(f));
+	OK(lt_cache("m", "%s/t", f->root));
+	OK(lt_rename(f->root, "t", f->root, "x"));
+	/* Read the events (the crawl of x is queued: busy), but run no crawl. */
+	for (int i = 0; i < 1000 && !watcher_busy(f->w); i++)
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_true(watcher_busy(f->w));
+	OK(lt_rename(f->root, "x", f->root, "y"));
+	assert_true(wfx_wait_no_caches(f, y, lt_ms(WFX_WAIT_MS)));
+}
+
 /* --- new directories: watch first, then scan ----------------------------- */
 
 static void test_watch_then_scan_deep_mkdir(void **state)
@@ -523,6 +545,7 @@ int main(void)
 		T(test_sweep_at_add),
 		T(test_sweep_no_keeps_old_caches_only),
 		T(test_stale_names_rescan_only_what_moved),
+		T(test_stale_renamed_twice),
 		T(test_watch_then_scan_deep_mkdir),
 		T(test_deleted_subtree_drops_watches),
 		T(test_move_in_subtree_with_caches),
