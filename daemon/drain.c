@@ -64,16 +64,6 @@ static struct dir *drain_parent(const struct watcher *w, const struct drain *dr)
 	return d && d->ino == dr->parent_ino ? d : NULL;
 }
 
-static void add_tally(struct reap_result *to, const struct reap_result *from)
-{
-	to->files += from->files;
-	to->bytes += from->bytes;
-	to->relocated += from->relocated;
-	to->copied += from->copied;
-	if (from->relocate_error)
-		to->relocate_error = from->relocate_error;
-}
-
 static void unlink_drain(struct watcher *w, struct drain *dr)
 {
 	struct drain **p;
@@ -94,7 +84,7 @@ static void drain_free(struct watcher *w, struct drain *dr, bool rm_watch)
 	unlink_drain(w, dr);
 	if (rm_watch && !tree_table_find(w, dr->wd))
 		inotify_rm_watch(w->fd, dr->wd);
-	watch_account_drained(w, dr);
+	watch_account_drained(dr);
 	free(dr);
 }
 
@@ -157,7 +147,7 @@ static unsigned pass(struct watcher *w, struct drain *dr, int parent_fd,
 	free(src_dir);
 	if (r < 0)
 		log_errno(r, "cannot list a cache being relocated");
-	add_tally(&dr->tally, &res);
+	watch_add_moved(&dr->tally, &res);
 	if (res.relocated && w->activity_cb)
 		w->activity_cb(w, w->activity_ud);
 	return res.in_flight;

@@ -229,7 +229,9 @@ void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
 void watch_policy(const struct watcher *w, const struct root *r,
 		  const char *src_dir, struct reap_policy *pol);
 /* Count, silently, what a drain moved out before it was dropped. */
-void watch_account_drained(struct watcher *w, const struct drain *dr);
+void watch_account_drained(const struct drain *dr);
+/* Add from's files, bytes and relocations to to (a drain's running tally). */
+void watch_add_moved(struct reap_result *to, const struct reap_result *from);
 bool watch_excluded(const struct root *r, const char *name);
 /* Watched directory d could not be reopened (err): lose its root, or
  * crawl d again once the events in flight are read. */

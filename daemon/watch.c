@@ -118,21 +118,20 @@ void watch_policy(const struct watcher *w, const struct root *r,
 	};
 }
 
-static void add_drained(struct reap_result *res, const struct reap_result *d)
+void watch_add_moved(struct reap_result *to, const struct reap_result *from)
 {
-	res->files += d->files;
-	res->bytes += d->bytes;
-	res->relocated += d->relocated;
-	res->copied += d->copied;
-	if (!res->relocate_error)
-		res->relocate_error = d->relocate_error;
+	to->files += from->files;
+	to->bytes += from->bytes;
+	to->relocated += from->relocated;
+	to->copied += from->copied;
+	if (from->relocate_error)
+		to->relocate_error = from->relocate_error;
 }
 
-void watch_account_drained(struct watcher *w, const struct drain *dr)
+void watch_account_drained(const struct drain *dr)
 {
 	struct root_stats *s = &dr->root->stats;
 
-	(void)w;
 	s->files_removed += dr->tally.files;
 	s->bytes_reclaimed += dr->tally.bytes;
 	s->files_relocated += dr->tally.relocated;
@@ -153,7 +152,7 @@ void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
 	watch_policy(w, r, src_dir, &pol);
 	err = reaper_reap(parent_fd, name, &pol, &res);
 	if (err == 0 && drained)
-		add_drained(&res, drained);
+		watch_add_moved(&res, drained);
 	path = wants_path(err, &res) ? tree_path(parent, name) : NULL;
 	if (err < 0)
 		log_errno(err, "cannot remove %s", path ? path : name);
