@@ -1,25 +1,28 @@
 /*
- * Crawl jobs: every directory is opened without following symlinks, watched
- * through /proc/self/fd (so the watch lands on the inode we verified), and
- * only then listed, so that nothing created inside it is missed (FACTS.md).
- * Work is a LIFO of items run in time slices from a uv_idle_t, so a huge
- * root never freezes the loop and only about one fd per tree level is open.
+ * Crawl jobs (see crawl.h). What the crawl meets is the present, which may
+ * be ahead of the events still queued: a watched inode met under another
+ * name is moved there in the tree, and a node whose name now holds another
+ * inode is killed. Both are safe because the event handling that follows
+ * checks identities rather than names (watch-events.c).
  */
+#include "crawl.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "drain.h"
 #include "log.h"
 #include "match.h"
 #include "reaper.h"
+#include "watch-fs.h"
 #include "watch-internal.h"
-
-#define SLICE_NS (4 * 1000 * 1000)
 
 /* Newer or same generation: wrap-safe. */
 static bool gen_seen(const struct dir *d, const struct job *j)
@@ -35,18 +38,21 @@ struct job *crawl_job_new(struct watcher *w, struct root *r, bool reap,
 	if (!j)
 		return NULL;
 	j->root = r;
+	r->pins++;
 	j->gen = ++w->gen;
 	j->reap = reap;
 	j->full = full;
 	j->cb = cb;
 	j->ud = ud;
 	j->at_once = cb != NULL;
+	j->open = true;
 	j->next = w->jobs;
 	w->jobs = j;
 	return j;
 }
 
-static struct dirref *dirref_new(struct watcher *w, int fd, struct dir *node)
+/* Takes fd; pins node. */
+static struct dirref *dirref_new(int fd, struct dir *node)
 {
 	struct dirref *ref = calloc(1, sizeof(*ref));
 
@@ -54,41 +60,17 @@ static struct dirref *dirref_new(struct watcher *w, int fd, struct dir *node)
 		return NULL;
 	ref->fd = fd;
 	ref->node = node;
-	ref->next = w->refs;
-	if (w->refs)
-		w->refs->prev = ref;
-	w->refs = ref;
-	if (node)
-		node->flags |= DIR_F_HAS_REF;
+	tree_pin(node);
 	return ref;
 }
 
-static void dirref_put(struct watcher *w, struct dirref *ref)
+static void dirref_put(struct dirref *ref)
 {
 	if (!ref || --ref->refs > 0)
 		return;
-	if (ref->prev)
-		ref->prev->next = ref->next;
-	else
-		w->refs = ref->next;
-	if (ref->next)
-		ref->next->prev = ref->prev;
-	if (ref->node)
-		ref->node->flags &= (uint16_t)~DIR_F_HAS_REF;
+	tree_unpin(ref->node);
 	close(ref->fd);
 	free(ref);
-}
-
-void dirref_retarget(struct watcher *w, struct dir *d, struct dir *to)
-{
-	for (struct dirref *ref = w->refs; ref; ref = ref->next)
-		if (ref->node == d)
-			ref->node = to;
-}
-
-void dirref_detach(struct watcher *w, struct dir *d)
-{
-	dirref_retarget(w, d, NULL);
 }
 
 /*
@@ -103,8 +85,10 @@ static int push_item(struct watcher *w, struct job *j, struct dirref *ref,
 	size_t len = strlen(name);
 	struct item *it = malloc(sizeof(*it) + len + 1);
 
-	if (!it)
+	if (!it) {
+		j->status = -ENOMEM;
 		return -ENOMEM;
+	}
 	memcpy(it->name, name, len + 1);
 	it->job = j;
 	it->parent = ref;
@@ -131,16 +115,17 @@ int crawl_push(struct watcher *w, struct job *j, struct dir *parent,
 	int r;
 
 	if (parent_fd >= 0) {
-		ref = dirref_new(w, parent_fd, parent);
+		ref = dirref_new(parent_fd, parent);
 		if (!ref) {
 			close(parent_fd);
+			j->status = -ENOMEM;
 			return -ENOMEM;
 		}
 	}
 	r = push_item(w, j, ref, name, true);
 	if (r < 0 && ref) {
 		ref->refs = 1;
-		dirref_put(w, ref);
+		dirref_put(ref);
 	}
 	return r;
 }
@@ -156,100 +141,95 @@ static int add_watch(struct watcher *w, int fd)
 	return wd < 0 ? -errno : wd;
 }
 
-/* The node for a directory whose watch is wd: found again, moved, or new. */
-static struct dir *known_by_wd(struct watcher *w, struct job *j,
-			       struct dir *parent, const char *name, int wd)
+/*
+ * d holds the watch of the inode just opened as parent/name: put it there.
+ * A move not seen yet (its events are queued, or were lost in an
+ * overflow) is taken from the present; whatever held the name before is
+ * stale. NULL when d must not be scanned here: the root's inode inside its
+ * own tree, or an alias of an ancestor (a bind mount loop).
+ */
+static struct dir *place(struct watcher *w, struct root *r, struct dir *parent,
+			 const char *name, struct dir *d)
 {
-	struct dir *d = tree_table_find(w, wd);
+	struct dir *clash = NULL;
+	int err;
 
-	if (!d)
+	if (!parent)
+		return d == r->tt.node ? d : NULL;
+	if (dir_parent(d) == parent && !strcmp(dir_name(d), name))
+		return d;
+	if (dir_is_top(d) || tree_is_ancestor(d, parent))
 		return NULL;
-	if (parent && (d->parent != parent || strcmp(d->name, name))) {
-		/* A move we did not see (overflow), or an alias of an ancestor. */
-		if (tree_is_ancestor(d, parent) || !d->parent)
-			return NULL;
-		if (tree_rename(d, parent, name, &d) < 0)
-			return NULL;
+	err = tree_move(&w->tree, d, parent, name, &clash);
+	if (err == -EEXIST) {
+		tree_kill(&w->tree, clash);
+		err = tree_move(&w->tree, d, parent, name, &clash);
 	}
-	return d;
+	return err < 0 ? NULL : d;
 }
 
-static struct dir *node_for(struct watcher *w, struct job *j,
-			    struct dir *parent, const char *name, uint64_t ino)
+/*
+ * No node holds this watch (wd < 0: the kernel refused one). A new node,
+ * unless the name holds one already: of the same inode (its watch renewed,
+ * or refused), or of another, which is stale.
+ */
+static struct dir *adopt(struct watcher *w, struct job *j, struct dir *parent,
+			 const char *name, uint64_t ino, int wd)
 {
 	struct root *r = j->root;
-	struct dir *d = parent ? tree_find_child(parent, name) : r->top;
+	struct dir *d = NULL;
+	int err;
 
-	if (d && d->ino != ino) {
-		/* The name now holds another directory: the old node is stale. */
-		if (d == r->top)
-			r->top = NULL;
-		tree_drop(w, d);
-		d = NULL;
+	for (int tries = 0; tries < 2; tries++) {
+		err = parent ? tree_add(&w->tree, parent, name, ino, wd, &d)
+			     : tree_add_top(&w->tree, &r->tt, ino, wd, &d);
+		if (err == 0)
+			d->gen = j->gen - 1;
+		if (err != -EEXIST || d->ino == ino)
+			break;
+		tree_kill(&w->tree, d);
 	}
-	if (!d) {
-		d = tree_node_new(r, parent, name);
-		if (!d)
-			return NULL;
-		d->ino = ino;
-		d->gen = j->gen - 1;
-		if (!parent)
-			r->top = d;
+	/* A watch the kernel holds but would not renew (ENOMEM) is kept. */
+	if (err == -EEXIST && d->ino == ino)
+		err = wd >= 0 || dir_wd(d) < 0 ? tree_set_wd(&w->tree, d, wd) : 0;
+	if (err < 0) {
+		if (wd >= 0)
+			inotify_rm_watch(w->fd, wd);
+		if (err == -ENOMEM)
+			j->status = err;
+		return NULL;
 	}
 	return d;
-}
-
-static void set_watch(struct watcher *w, struct dir *d, int wd)
-{
-	if (wd >= 0 && d->wd != wd) {
-		if (d->wd >= 0)
-			tree_table_remove(w, d);
-		else
-			d->root->stats.dirs_watched++;
-		if (d->flags & DIR_F_UNWATCHED)
-			watch_unwatched_del(w, d);
-		d->wd = wd;
-		tree_table_insert(w, d);
-	} else if (wd < 0 && !(d->flags & DIR_F_UNWATCHED)) {
-		watch_unwatched_add(w, d);
-	}
 }
 
 /*
  * Watch the directory open at fd and return its node, or NULL when it must
- * not be scanned now (seen already in this job, an alias, or an error).
+ * not be scanned now (met already in this job, an alias, or an error).
  */
 static struct dir *attach(struct watcher *w, struct job *j, struct dir *parent,
 			  const char *name, int fd, uint64_t ino)
 {
+	struct root *r = j->root;
 	int wd = add_watch(w, fd);
-	struct dir *d = NULL;
+	struct dir *d = wd >= 0 ? tree_by_wd(&w->tree, wd) : NULL;
+	struct root *other = d ? watch_root_of(d) : NULL;
 
-	/* Seen before under another root (a move lost in an overflow): that
+	/* Met before under another root (a move lost in an overflow): that
 	 * root's nodes carry its excludes. Start over under this one. */
-	if (wd >= 0 && parent && (d = tree_table_find(w, wd)) &&
-	    d->root != parent->root) {
-		if (d->parent)
-			tree_drop(w, d);
+	if (d && other != r) {
+		if (dir_is_top(d))
+			watch_post_lost(w, other, "was moved into another root");
 		else
-			watch_root_lost(w, d->root, "was moved into another root");
+			tree_kill(&w->tree, d);
 		wd = add_watch(w, fd);
+		if (wd >= 0 && tree_by_wd(&w->tree, wd))
+			return NULL;
+		d = NULL;
 	}
-	d = NULL;
-
-	if (wd >= 0)
-		d = known_by_wd(w, j, parent, name, wd);
-	else if (wd != -ENOSPC && wd != -ENOMEM)
+	if (wd < 0 && wd != -ENOSPC && wd != -ENOMEM)
 		return NULL;
-	if (!d) {
-		if (wd >= 0 && tree_table_find(w, wd))
-			return NULL;
-		d = node_for(w, j, parent, name, ino);
-		if (!d)
-			return NULL;
-	}
-	set_watch(w, d, wd);
-	if (gen_seen(d, j))
+	d = d ? place(w, r, parent, name, d) : adopt(w, j, parent, name, ino, wd);
+	if (!d || gen_seen(d, j))
 		return NULL;
 	d->gen = j->gen;
 	return d;
@@ -267,15 +247,16 @@ static bool is_dir_entry(int fd, const struct dirent64 *de)
 	       S_ISDIR(st.st_mode);
 }
 
-static bool skip_name(const struct root *r, const char *name)
+static bool skip_name(const struct watcher *w, const struct root *r,
+		      const char *name)
 {
 	return !strcmp(name, ".") || !strcmp(name, "..") ||
 	       !strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)) ||
-	       watch_excluded(r, name);
+	       watch_excluded(w, r, name);
 }
 
 /*
- * List d (open at fd): queue its subdirectories, then reap its cache. A
+ * List d (open at fd): queue its subdirectories, then take its cache. A
  * pyvenv.cfg makes it a virtualenv, whose subtree is dropped (pip's
  * byte-compilation must keep its bytecode). Takes fd.
  */
@@ -300,31 +281,51 @@ static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 				   strlen(de->d_name) < sizeof(leftover)) {
 				strcpy(leftover, de->d_name);
 			} else if (!strcmp(de->d_name, "pyvenv.cfg")) {
-				venv = w->settings.skip_venvs && d->parent;
+				venv = w->settings.skip_venvs && !dir_is_top(d);
 			} else if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
 				continue;   /* files: no glob is worth matching */
-			} else if (!skip_name(r, de->d_name) && is_dir_entry(fd, de)) {
-				if (!ref && !(ref = dirref_new(w, fd, d)))
+			} else if (!skip_name(w, r, de->d_name) && is_dir_entry(fd, de)) {
+				if (!ref && !(ref = dirref_new(fd, d))) {
+					j->status = -ENOMEM;
 					goto out;
+				}
 				push_item(w, j, ref, de->d_name, false);
 			}
 		}
 	}
+	if (n < 0)
+		j->status = -errno;
 out:
 	if (!ref)
 		close(fd);
 	if (venv) {
-		log_debug("%s is a virtualenv: not watched", d->name);
-		tree_drop(w, d);
+		log_debug("%s is a virtualenv: not watched", dir_name(d));
+		tree_kill(&w->tree, d);
 	} else if (j->reap) {
 		/* Through the root again: this fd may have left it (an ancestor
-		 * renamed gives no event). d is gone when that fails. A
-		 * leftover of a killed daemon goes too (one per listing). */
-		if (pycache && watch_reap_in(w, d, PYCACHE_NAME, j->at_once) < 0)
+		 * renamed gives no event). A leftover of a killed daemon goes
+		 * too (one per listing). */
+		if (pycache && drain_take(w, d, PYCACHE_NAME, j->at_once) < 0)
 			return;
-		if (leftover[0])
-			watch_reap_in(w, d, leftover, true);
+		if (leftover[0] && dir_alive(d))
+			drain_take(w, d, leftover, true);
 	}
+}
+
+/* The item's parent fd: its dirref's, or the root's top freshly opened. */
+static int parent_fd(struct watcher *w, struct item *it)
+{
+	struct root *r = it->job->root;
+	int fd;
+
+	if (it->parent)
+		return it->parent->fd;
+	fd = watch_root_open(r);
+	if (fd == -ENOMEM || fd == -EMFILE || fd == -ENFILE)
+		it->job->status = fd;
+	else if (fd < 0 && r->active)
+		watch_post_lost(w, r, "can no longer be reached without symlinks");
+	return fd;
 }
 
 static void crawl_one(struct watcher *w, struct item *it)
@@ -332,24 +333,29 @@ static void crawl_one(struct watcher *w, struct item *it)
 	struct job *j = it->job;
 	struct root *r = j->root;
 	struct dir *parent = it->parent ? it->parent->node : NULL;
-	int pfd = it->parent ? it->parent->fd : watch_root_open(r);
 	uint64_t mnt_id, ino;
 	struct dir *d;
-	int fd;
+	int pfd, fd, err;
 
-	if (!it->parent && pfd < 0 && pfd != -ENOMEM && pfd != -EMFILE && r->active)
-		watch_root_lost(w, r, "can no longer be reached without symlinks");
-	if ((it->parent && !parent) || pfd < 0)
+	/* The parent was dropped, or the root removed, since it was queued. */
+	if (r->dead || (parent && watch_root_of(parent) != r))
 		return;
-	fd = openat(pfd, it->parent ? it->name : ".",
+	pfd = parent_fd(w, it);
+	if (pfd < 0)
+		return;
+	fd = openat(pfd, parent ? it->name : ".",
 		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (!it->parent)
+	err = errno;
+	if (!parent)
 		close(pfd);
-	if (j->settle && !j->started && fd < 0 && r->active)
-		watcher_sweep(w, r, NULL, NULL);
+	if (j->settle && !j->started && fd < 0)
+		watch_post_rescan(w, r);
 	j->started = true;
-	if (fd < 0)
+	if (fd < 0) {
+		if (err == EMFILE || err == ENFILE || err == ENOMEM)
+			j->status = -err;
 		return;
+	}
 	/* Another mount is not ours to touch: do not even descend. */
 	if (reaper_fd_identity(fd, &mnt_id, &ino) < 0 || mnt_id != r->mnt_id) {
 		close(fd);
@@ -363,22 +369,113 @@ static void crawl_one(struct watcher *w, struct item *it)
 	scan(w, j, d, fd);
 }
 
+/* --- the end of a job ----------------------------------------------------- */
+
+bool crawl_root_busy(const struct watcher *w, const struct root *r, bool full)
+{
+	for (const struct job *j = w->jobs; j; j = j->next)
+		if (j->root == r && (j->pending || j->open) && (!full || j->full))
+			return true;
+	return false;
+}
+
+/*
+ * Crawl again a node a full job did not meet although it can still be
+ * reached where the tree says (an event moved it into a part already
+ * crawled). Else it is gone: killed.
+ */
+static void recheck(struct watcher *w, struct job **again, struct dir *c)
+{
+	struct dir *parent = dir_parent(c);
+	int fd = watch_open_dir(c);
+
+	if (fd < 0 || !parent) {
+		if (fd >= 0)
+			close(fd);
+		tree_kill(&w->tree, c);
+		return;
+	}
+	close(fd);
+	fd = watch_open_dir(parent);
+	if (!*again)
+		*again = crawl_job_new(w, watch_root_of(c), true, false, NULL, NULL);
+	if (fd < 0 || !*again || crawl_push(w, *again, parent, fd, dir_name(c)) < 0)
+		tree_kill(&w->tree, c);
+}
+
+/* After a whole-root rescan that met no error: nodes it did not meet. */
+static void drop_stale(struct watcher *w, struct root *r, const struct job *j)
+{
+	struct dir *top = r->tt.node, *c = top ? top->child : NULL;
+	struct job *again = NULL;
+
+	while (c) {
+		bool stale = !gen_seen(c, j);
+		struct dir *next = tree_next(c, top, stale);
+
+		if (stale)
+			recheck(w, &again, c);
+		c = next;
+	}
+	if (again)
+		crawl_job_go(w, again);
+}
+
+static void set_state(struct root *r, enum root_state s, const char *reason)
+{
+	r->state = s;
+	snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
+}
+
+static void job_done(struct watcher *w, struct job *j)
+{
+	struct root *r = j->root;
+	struct job **pp;
+
+	for (pp = &w->jobs; *pp != j; pp = &(*pp)->next)
+		;
+	*pp = j->next;
+	if (j->full && j->status == 0 && !r->dead && !crawl_root_busy(w, r, false))
+		drop_stale(w, r, j);
+	if (r->active && !crawl_root_busy(w, r, false)) {
+		bool degraded = r->tt.unwatched > 0;
+
+		set_state(r, degraded ? ROOT_DEGRADED : ROOT_ACTIVE,
+			  degraded ? "the inotify watch limit is reached" : NULL);
+		r->want_warn = true;
+	}
+	if (j->status < 0 && j->status != -ECANCELED)
+		log_errno(j->status, "%s: part of it could not be crawled",
+			  r->conf.path);
+	if (j->cb)
+		j->cb(r, j->status, j->ud);
+	r->pins--;
+	free(j);
+}
+
+void crawl_job_go(struct watcher *w, struct job *j)
+{
+	j->open = false;
+	if (!j->pending)
+		job_done(w, j);
+}
+
 static void item_done(struct watcher *w, struct item *it)
 {
 	struct job *j = it->job;
 
-	dirref_put(w, it->parent);
+	dirref_put(it->parent);
 	free(it);
-	if (--j->pending == 0)
-		watch_job_done(w, j);
+	if (--j->pending == 0 && !j->open)
+		job_done(w, j);
 }
 
-void crawl_run(struct watcher *w, uint64_t budget_ns)
+unsigned crawl_run(struct watcher *w, uint64_t budget_ns, unsigned max_items)
 {
 	uint64_t deadline = uv_hrtime() + budget_ns;
 	unsigned n = 0;
 
-	while (w->stack) {
+	while (w->stack && n < max_items) {
 		struct item *it = w->stack;
 
 		w->stack = it->next;
@@ -386,36 +483,19 @@ void crawl_run(struct watcher *w, uint64_t budget_ns)
 			w->stack_tail = NULL;
 		crawl_one(w, it);
 		item_done(w, it);
+		n++;
 		/* The clock is cheap but not free: look at it every 32 dirs. */
-		if (budget_ns && (++n & 31) == 0 && uv_hrtime() > deadline)
+		if (budget_ns && (n & 31) == 0 && uv_hrtime() > deadline)
 			break;
 	}
-}
-
-static void on_crawl_idle(uv_idle_t *h)
-{
-	struct watcher *w = h->data;
-
-	crawl_run(w, SLICE_NS);
-	if (w->stack)
-		return;
-	uv_idle_stop(&w->crawl_idle);
-	if (w->idle_cb)
-		w->idle_cb(w, w->idle_ud);
-}
-
-void crawl_start(struct watcher *w)
-{
-	if (w->stack && !uv_is_active((uv_handle_t *)&w->crawl_idle)) {
-		w->crawl_idle.data = w;
-		uv_idle_start(&w->crawl_idle, on_crawl_idle);
-	}
+	return n;
 }
 
 void crawl_cancel_root(struct watcher *w, struct root *r)
 {
-	struct item **pp = &w->stack;
+	struct item **pp = &w->stack, *mine = NULL;
 
+	/* Take them all off first: their jobs' callbacks may push more. */
 	while (*pp) {
 		struct item *it = *pp;
 
@@ -424,10 +504,17 @@ void crawl_cancel_root(struct watcher *w, struct root *r)
 			continue;
 		}
 		*pp = it->next;
-		it->job->status = -ECANCELED;
-		item_done(w, it);
+		it->next = mine;
+		mine = it;
 	}
 	w->stack_tail = NULL;
 	for (struct item *it = w->stack; it; it = it->next)
 		w->stack_tail = it;
+	while (mine) {
+		struct item *it = mine;
+
+		mine = it->next;
+		it->job->status = -ECANCELED;
+		item_done(w, it);
+	}
 }

@@ -8,7 +8,8 @@
  * DRAIN_QUIET_MS the cache, empty by then, goes the usual way through
  * reaper_reap(). No fd is held on a cache: every event reopens it from its
  * root without following symlinks and checks that it is still the inode
- * watched. The timer runs only while some cache drains.
+ * watched. The watcher runs its timer only while some cache drains
+ * (drain_next_deadline()).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,11 +18,15 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include "drain.h"
+
 #include "log.h"
 #include "match.h"
 #include "reaper.h"
 #include "relocate.h"
+#include "watch-fs.h"
 #include "watch-internal.h"
+#include "watch-reap.h"
 
 /* Quiet time before a drained cache is removed: long against the µs
  * between a writer's makedirs and open, short for a user watching. */
@@ -33,8 +38,6 @@
 
 #define DRAIN_MASK (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | \
 		    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
-
-static void on_drain_timer(uv_timer_t *t);
 
 static struct drain *find_wd(const struct watcher *w, int wd)
 {
@@ -59,7 +62,7 @@ static struct drain *find_ino(const struct watcher *w, uint64_t mnt_id,
 /* The watched directory holding dr's cache, if it is still the one. */
 static struct dir *drain_parent(const struct watcher *w, const struct drain *dr)
 {
-	struct dir *d = tree_table_find(w, dr->parent_wd);
+	struct dir *d = tree_by_wd(&w->tree, dr->parent_wd);
 
 	return d && d->ino == dr->parent_ino ? d : NULL;
 }
@@ -82,7 +85,7 @@ static void unlink_drain(struct watcher *w, struct drain *dr)
 static void drain_free(struct watcher *w, struct drain *dr, bool rm_watch)
 {
 	unlink_drain(w, dr);
-	if (rm_watch && !tree_table_find(w, dr->wd))
+	if (rm_watch && !tree_by_wd(&w->tree, dr->wd))
 		inotify_rm_watch(w->fd, dr->wd);
 	watch_account_drained(dr);
 	free(dr);
@@ -91,8 +94,6 @@ static void drain_free(struct watcher *w, struct drain *dr, bool rm_watch)
 static void arm(struct watcher *w, struct drain *dr)
 {
 	dr->deadline = uv_now(w->loop) + DRAIN_QUIET_MS;
-	if (!uv_is_active((uv_handle_t *)&w->drain_timer))
-		uv_timer_start(&w->drain_timer, on_drain_timer, DRAIN_QUIET_MS, 0);
 }
 
 /*
@@ -114,10 +115,10 @@ static int reopen(struct watcher *w, struct drain *dr, int *parent_fd,
 	*cache_fd = -1;
 	if (!parent)
 		return -ENOENT;
-	*parent_fd = tree_open(parent);
+	*parent_fd = watch_open_dir(parent);
 	if (*parent_fd < 0)
 		return -EREMCHG;
-	watch_policy(w, parent->root, NULL, &pol);
+	watch_policy(w, watch_root_of(parent), NULL, &pol);
 	r = reaper_open(*parent_fd, PYCACHE_NAME, &pol, &res, cache_fd);
 	if (*cache_fd >= 0 && res.ino == dr->ino)
 		return 0;
@@ -135,14 +136,15 @@ static unsigned pass(struct watcher *w, struct drain *dr, int parent_fd,
 		     int cache_fd, const char *only)
 {
 	struct dir *parent = drain_parent(w, dr);
-	char *src_dir = parent ? tree_path(parent, NULL) : NULL;
+	struct root *root = parent ? watch_root_of(parent) : NULL;
+	char *src_dir = root ? tree_path(parent, root->conf.path, NULL) : NULL;
 	struct reap_policy pol;
 	struct reap_result res;
 	int r;
 
 	if (!src_dir)
 		return 0;
-	watch_policy(w, parent->root, src_dir, &pol);
+	watch_policy(w, root, src_dir, &pol);
 	r = reaper_drain(cache_fd, parent_fd, only, &pol, &res);
 	free(src_dir);
 	if (r < 0)
@@ -178,33 +180,35 @@ static struct drain *watch_cache(struct watcher *w, const struct dir *parent,
 	char proc[32];
 	int wd;
 
+	struct root *r = watch_root_of(parent);
+
 	if (w->n_drains >= DRAIN_MAX)
-		return find_ino(w, parent->root->mnt_id, ino);
+		return find_ino(w, r->mnt_id, ino);
 	/* The magic link pins the inode checked (FACTS.md). IN_MASK_CREATE
 	 * leaves a watch the crawl holds on the same inode alone. */
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
 	wd = inotify_add_watch(w->fd, proc, DRAIN_MASK | IN_MASK_CREATE);
 	if (wd < 0)
-		return errno == EEXIST ? find_ino(w, parent->root->mnt_id, ino)
-				       : NULL;
-	dr = drain_new(w, wd, parent->root, ino);
+		return errno == EEXIST ? find_ino(w, r->mnt_id, ino) : NULL;
+	dr = drain_new(w, wd, r, ino);
 	if (!dr)
 		inotify_rm_watch(w->fd, wd);
 	return dr;
 }
 
-bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
-		 const char *name)
+/* Take parent/name over when it is a relocating root's cache: true if so. */
+static bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
+			const char *name)
 {
-	struct root *r = parent->root;
+	struct root *r = watch_root_of(parent);
 	struct reap_policy pol;
 	struct reap_result res;
 	struct drain *dr;
 	int fd;
 
 	/* An unwatched parent (ENOSPC) could not lead events back to it. */
-	if (r->conf.mode != MODE_RELOCATE || w->settings.prefix_fd < 0 ||
-	    parent->wd < 0 || strcmp(name, PYCACHE_NAME))
+	if (!r || r->conf.mode != MODE_RELOCATE || w->settings.prefix_fd < 0 ||
+	    dir_wd(parent) < 0 || strcmp(name, PYCACHE_NAME))
 		return false;
 	watch_policy(w, r, NULL, &pol);
 	/* Anything unfit is the reaper's to report: it will say why. */
@@ -214,7 +218,7 @@ bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
 	if (dr) {
 		/* Found again, maybe somewhere else: that is where it is now. */
 		dr->root = r;
-		dr->parent_wd = parent->wd;
+		dr->parent_wd = dir_wd(parent);
 		dr->parent_ino = parent->ino;
 		dr->rearms = 0;
 		pass(w, dr, parent_fd, fd, NULL);
@@ -237,7 +241,7 @@ static void lost(struct watcher *w, struct drain *dr, int parent_err)
 
 	drain_free(w, dr, true);
 	if (parent_err < 0 && parent)
-		watch_reopen_failed(w, parent, parent_err);
+		watch_note_unreachable(w, parent, parent_err);
 }
 
 /* 0 when dr's cache is still there (unfit included); else it is lost. */
@@ -311,17 +315,16 @@ static void finish(struct watcher *w, struct drain *dr, bool may_wait)
 	}
 	unlink_drain(w, dr);
 	/* Its own rename away must not come back as an event of a drain. */
-	if (!tree_table_find(w, dr->wd))
+	if (!tree_by_wd(&w->tree, dr->wd))
 		inotify_rm_watch(w->fd, dr->wd);
 	watch_reap_at(w, parent, parent_fd, PYCACHE_NAME, &dr->tally);
 	close(parent_fd);
 	free(dr);
 }
 
-static void on_drain_timer(uv_timer_t *t)
+void drain_expire(struct watcher *w)
 {
-	struct watcher *w = t->data;
-	uint64_t now = uv_now(w->loop), next = UINT64_MAX;
+	uint64_t now = uv_now(w->loop);
 	struct drain *dr, *following;
 
 	for (dr = w->drains; dr; dr = following) {
@@ -329,14 +332,31 @@ static void on_drain_timer(uv_timer_t *t)
 		if (dr->deadline <= now)
 			finish(w, dr, true);
 	}
-	/* finish() may have re-armed some: wake for the earliest. */
-	for (dr = w->drains; dr; dr = dr->next)
-		if (dr->deadline < next)
+}
+
+uint64_t drain_next_deadline(const struct watcher *w)
+{
+	uint64_t next = 0;
+
+	for (const struct drain *dr = w->drains; dr; dr = dr->next)
+		if (!next || dr->deadline < next)
 			next = dr->deadline;
-	if (next == UINT64_MAX)
-		uv_timer_stop(t);
-	else
-		uv_timer_start(t, on_drain_timer, next > now ? next - now : 1, 0);
+	return next;
+}
+
+int drain_take(struct watcher *w, struct dir *parent, const char *name,
+	       bool at_once)
+{
+	int fd = watch_open_dir(parent);
+
+	if (fd < 0) {
+		watch_note_unreachable(w, parent, fd);
+		return fd;
+	}
+	if (at_once || !drain_start(w, parent, fd, name))
+		watch_reap_at(w, parent, fd, name, NULL);
+	close(fd);
+	return 0;
 }
 
 void drain_forget(struct watcher *w, const struct root *r)
@@ -350,6 +370,4 @@ void drain_forget(struct watcher *w, const struct root *r)
 		else if (dr->root == r)
 			finish(w, dr, false);
 	}
-	if (!w->drains)
-		uv_timer_stop(&w->drain_timer);
 }

@@ -1,104 +1,287 @@
+/*
+ * Directory nodes, the wd index and the unwatched index. See tree.h for
+ * the lifetime rule; everything here keeps it without help from callers.
+ */
+#include "tree.h"
+
 #include <errno.h>
-#include <malloc.h>
-#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <linux/openat2.h>
-#include <unistd.h>
 
-#include "reaper.h"
-#include "watch-internal.h"
+#define NAME_OFF offsetof(struct dir, name)
 
-/* wds come from a cyclic allocator, so they are sparse: hash them. */
+void tree_init(struct tree *t, void (*unwatch)(void *ud, int wd), void *ud)
+{
+	memset(t, 0, sizeof(*t));
+	t->unwatch = unwatch;
+	t->ud = ud;
+}
+
+static void free_node(struct dir *d)
+{
+	if (d->flags & DIR_F_NAME_OUT) {
+		char *heap;
+
+		memcpy(&heap, d->name, sizeof(heap));
+		free(heap);
+	}
+	free(d);
+}
+
+void tree_finish(struct tree *t)
+{
+	while (t->graveyard) {
+		struct dir *d = t->graveyard;
+
+		t->graveyard = d->next;
+		free_node(d);
+	}
+	free(t->table);
+	free(t->unwatched);
+	memset(t, 0, sizeof(*t));
+}
+
+/* --- names ---------------------------------------------------------------- */
+
+const char *dir_name(const struct dir *d)
+{
+	const char *heap;
+
+	if (!(d->flags & DIR_F_NAME_OUT))
+		return d->name;
+	memcpy(&heap, d->name, sizeof(heap));
+	return heap;
+}
+
+static bool name_ok(const char *name)
+{
+	return name[0] && strcmp(name, ".") && strcmp(name, "..") &&
+	       !strchr(name, '/');
+}
+
+/* Room for the name inline, in units of 8, never less than a pointer. */
+static size_t name_units(size_t len)
+{
+	size_t bytes = len + 1 < sizeof(char *) ? sizeof(char *) : len + 1;
+
+	return (bytes + 7) / 8;
+}
+
+/* Rename in place, or out of line when the inline room is too small. */
+static int set_name(struct dir *d, const char *name)
+{
+	size_t len = strlen(name);
+	char *old = (d->flags & DIR_F_NAME_OUT) ? (char *)dir_name(d) : NULL;
+
+	if (len + 1 <= (size_t)d->name_cap * 8) {
+		memcpy(d->name, name, len + 1);
+		d->flags &= (uint8_t)~DIR_F_NAME_OUT;
+	} else {
+		char *heap = strdup(name);
+
+		if (!heap)
+			return -ENOMEM;
+		memcpy(d->name, &heap, sizeof(heap));
+		d->flags |= DIR_F_NAME_OUT;
+	}
+	free(old);
+	return 0;
+}
+
+/* --- the wd index: wds come from a cyclic allocator, so hash them ------- */
+
 static size_t slot_of(int wd, size_t cap)
 {
 	return ((uint32_t)wd * 2654435761u) & (cap - 1);
 }
 
-static int table_grow(struct watcher *w)
+static int table_grow(struct tree *t)
 {
-	size_t cap = w->table_cap ? w->table_cap * 2 : 1024;
-	struct dir **t = calloc(cap, sizeof(*t));
+	size_t cap = t->table_cap ? t->table_cap * 2 : 1024;
+	struct dir **n = calloc(cap, sizeof(*n));
 
-	if (!t)
+	if (!n)
 		return -ENOMEM;
-	for (size_t i = 0; i < w->table_cap; i++) {
-		struct dir *d = w->table[i];
+	for (size_t i = 0; i < t->table_cap; i++) {
 		size_t s;
 
-		if (!d)
+		if (!t->table[i])
 			continue;
-		for (s = slot_of(d->wd, cap); t[s]; s = (s + 1) & (cap - 1))
+		for (s = slot_of(t->table[i]->wd, cap); n[s]; s = (s + 1) & (cap - 1))
 			;
-		t[s] = d;
+		n[s] = t->table[i];
 	}
-	free(w->table);
-	w->table = t;
-	w->table_cap = cap;
+	free(t->table);
+	t->table = n;
+	t->table_cap = cap;
 	return 0;
 }
 
-int tree_table_insert(struct watcher *w, struct dir *d)
+/* Load stays under 1/2 so that probes stay short. */
+static int table_reserve(struct tree *t)
+{
+	return (t->table_len + 1) * 2 > t->table_cap ? table_grow(t) : 0;
+}
+
+static void table_put(struct tree *t, struct dir *d)
 {
 	size_t s;
 
-	/* Load stays under 1/2 so that probes stay short. */
-	if ((w->table_len + 1) * 2 > w->table_cap) {
-		int r = table_grow(w);
-
-		if (r < 0)
-			return r;
-	}
-	for (s = slot_of(d->wd, w->table_cap); w->table[s];
-	     s = (s + 1) & (w->table_cap - 1))
+	for (s = slot_of(d->wd, t->table_cap); t->table[s];
+	     s = (s + 1) & (t->table_cap - 1))
 		;
-	w->table[s] = d;
-	w->table_len++;
-	w->stats.watches++;
-	return 0;
+	t->table[s] = d;
+	t->table_len++;
 }
 
-struct dir *tree_table_find(const struct watcher *w, int wd)
+struct dir *tree_by_wd(const struct tree *t, int wd)
 {
-	if (!w->table_cap)
+	if (!t->table_cap || wd < 0)
 		return NULL;
-	for (size_t s = slot_of(wd, w->table_cap); w->table[s];
-	     s = (s + 1) & (w->table_cap - 1)) {
-		if (w->table[s]->wd == wd)
-			return w->table[s];
-	}
+	for (size_t s = slot_of(wd, t->table_cap); t->table[s];
+	     s = (s + 1) & (t->table_cap - 1))
+		if (t->table[s]->wd == wd)
+			return t->table[s];
 	return NULL;
 }
 
-void tree_table_remove(struct watcher *w, struct dir *d)
+static void table_del(struct tree *t, struct dir *d)
 {
-	size_t mask = w->table_cap - 1, s, j;
+	size_t mask = t->table_cap - 1, s, j;
 
-	if (!w->table_cap)
-		return;
-	for (s = slot_of(d->wd, w->table_cap); w->table[s] != d; s = (s + 1) & mask)
-		if (!w->table[s])
-			return;
+	for (s = slot_of(d->wd, t->table_cap); t->table[s] != d; s = (s + 1) & mask)
+		;
 	/* Backward-shift deletion: no tombstones to sweep later. */
-	for (j = (s + 1) & mask; w->table[j]; j = (j + 1) & mask) {
-		size_t home = slot_of(w->table[j]->wd, w->table_cap);
+	for (j = (s + 1) & mask; t->table[j]; j = (j + 1) & mask) {
+		size_t home = slot_of(t->table[j]->wd, t->table_cap);
 
 		if (((j - home) & mask) >= ((j - s) & mask)) {
-			w->table[s] = w->table[j];
+			t->table[s] = t->table[j];
 			s = j;
 		}
 	}
-	w->table[s] = NULL;
-	w->table_len--;
-	w->stats.watches--;
+	t->table[s] = NULL;
+	t->table_len--;
+}
+
+/* --- the unwatched index: a node's slot is kept in its wd --------------- */
+
+static int unwatched_reserve(struct tree *t)
+{
+	size_t cap;
+	struct dir **a;
+
+	if (t->n_unwatched < t->cap_unwatched)
+		return 0;
+	cap = t->cap_unwatched ? t->cap_unwatched * 2 : 64;
+	a = realloc(t->unwatched, cap * sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	t->unwatched = a;
+	t->cap_unwatched = cap;
+	return 0;
+}
+
+static void unwatched_put(struct tree *t, struct dir *d)
+{
+	d->wd = -(int32_t)t->n_unwatched - 2;
+	t->unwatched[t->n_unwatched++] = d;
+}
+
+static void unwatched_del(struct tree *t, struct dir *d)
+{
+	size_t i = (size_t)(-(int64_t)d->wd - 2);
+	struct dir *last = t->unwatched[--t->n_unwatched];
+
+	t->unwatched[i] = last;
+	last->wd = -(int32_t)i - 2;
+	d->wd = -1;
+}
+
+/* Both indexes, and tt's counts: d goes from whatever it was to wd. */
+static void index_set(struct tree *t, struct tree_top *tt, struct dir *d,
+		      int wd)
+{
+	if (d->wd >= 0) {
+		table_del(t, d);
+		tt->watched--;
+	} else if (d->wd <= -2) {
+		unwatched_del(t, d);
+		tt->unwatched--;
+	}
+	if (wd >= 0) {
+		d->wd = wd;
+		table_put(t, d);
+		tt->watched++;
+	} else {
+		unwatched_put(t, d);
+		tt->unwatched++;
+	}
+}
+
+/* Room in the index wd goes to, and wd free: 0, -EBUSY, -ENOMEM. */
+static int index_reserve(struct tree *t, const struct dir *d, int wd)
+{
+	struct dir *holder;
+
+	if (wd < 0)
+		return unwatched_reserve(t);
+	holder = tree_by_wd(t, wd);
+	if (holder && holder != d)
+		return -EBUSY;
+	return table_reserve(t);
+}
+
+int tree_set_wd(struct tree *t, struct dir *d, int wd)
+{
+	struct tree_top *tt = tree_top_of(d);
+	int r;
+
+	if (!tt)
+		return -ESTALE;
+	if (wd < 0)
+		wd = -1;
+	if (wd == dir_wd(d) && (wd >= 0 || d->wd <= -2))
+		return 0;
+	r = index_reserve(t, d, wd);
+	if (r < 0)
+		return r;
+	index_set(t, tt, d, wd);
+	return 0;
+}
+
+/* --- shape ---------------------------------------------------------------- */
+
+struct tree_top *tree_top_of(const struct dir *d)
+{
+	if (!dir_alive(d))
+		return NULL;
+	while (!dir_is_top(d))
+		d = d->up.parent;
+	return d->up.top;
+}
+
+bool tree_is_ancestor(const struct dir *a, const struct dir *d)
+{
+	for (; d; d = dir_parent(d))
+		if (d == a)
+			return true;
+	return false;
+}
+
+struct dir *tree_child(const struct dir *parent, const char *name)
+{
+	for (struct dir *c = parent->child; c; c = c->next)
+		if (!strcmp(dir_name(c), name))
+			return c;
+	return NULL;
 }
 
 static void link_child(struct dir *parent, struct dir *d)
 {
-	d->parent = parent;
+	d->up.parent = parent;
 	d->prev = NULL;
 	d->next = parent->child;
 	if (parent->child)
@@ -108,273 +291,191 @@ static void link_child(struct dir *parent, struct dir *d)
 
 static void unlink_child(struct dir *d)
 {
-	if (!d->parent)
+	struct dir *parent = dir_parent(d);
+
+	if (!parent)
 		return;
 	if (d->prev)
 		d->prev->next = d->next;
 	else
-		d->parent->child = d->next;
+		parent->child = d->next;
 	if (d->next)
 		d->next->prev = d->prev;
-	d->parent = d->next = d->prev = NULL;
+	d->up.parent = NULL;
+	d->next = d->prev = NULL;
 }
 
-struct dir *tree_node_new(struct root *r, struct dir *parent, const char *name)
+static struct dir *node_new(const char *name, uint64_t ino)
 {
-	size_t len = strlen(name);
-	struct dir *d = calloc(1, sizeof(*d) + len + 1);
+	size_t units = name_units(strlen(name));
+	struct dir *d = calloc(1, NAME_OFF + units * 8);
 
 	if (!d)
 		return NULL;
-	memcpy(d->name, name, len + 1);
-	d->root = r;
+	d->name_cap = (uint8_t)units;
+	strcpy(d->name, name);
+	d->ino = ino;
 	d->wd = -1;
-	if (parent)
-		link_child(parent, d);
 	return d;
 }
 
-struct dir *tree_find_child(const struct dir *parent, const char *name)
+int tree_add_top(struct tree *t, struct tree_top *tt, uint64_t ino, int wd,
+		 struct dir **out)
 {
-	for (struct dir *c = parent->child; c; c = c->next)
-		if (!strcmp(c->name, name))
-			return c;
-	return NULL;
-}
+	struct dir *d;
+	int r;
 
-/* Point everything that referred to old at n instead. */
-static void replace_node(struct watcher *w, struct dir *old, struct dir *n)
-{
-	struct root *r = old->root;
-
-	if (n->prev)
-		n->prev->next = n;
-	else if (n->parent)
-		n->parent->child = n;
-	if (n->next)
-		n->next->prev = n;
-	for (struct dir *c = n->child; c; c = c->next)
-		c->parent = n;
-	if (n->wd >= 0) {
-		tree_table_remove(w, old);
-		tree_table_insert(w, n);
+	if (tt->node) {
+		*out = tt->node;
+		return -EEXIST;
 	}
-	for (size_t i = 0; i < r->n_unwatched; i++)
-		if (r->unwatched[i] == old)
-			r->unwatched[i] = n;
-	/* Pending crawl items under it must follow it, not be dropped. */
-	if (old->flags & DIR_F_HAS_REF)
-		dirref_retarget(w, old, n);
-	if (w->move.node == old)
-		w->move.node = n;
-}
-
-/* Rename in place when the allocation has room, else move to a new one. */
-static struct dir *set_name(struct watcher *w, struct dir *d, const char *name)
-{
-	size_t len = strlen(name);
-	struct dir *n;
-
-	if (malloc_usable_size(d) >= sizeof(*d) + len + 1) {
-		memcpy(d->name, name, len + 1);
-		return d;
-	}
-	n = malloc(sizeof(*n) + len + 1);
-	if (!n)
-		return NULL;
-	memcpy(n, d, sizeof(*n));
-	memcpy(n->name, name, len + 1);
-	replace_node(w, d, n);
-	free(d);
-	return n;
-}
-
-int tree_rename(struct dir *d, struct dir *new_parent, const char *name,
-		struct dir **out)
-{
-	struct watcher *w = d->root->w;
-
-	if (strcmp(d->name, name)) {
-		d = set_name(w, d, name);
-		if (!d)
-			return -ENOMEM;
-	}
-	unlink_child(d);
-	link_child(new_parent, d);
+	r = index_reserve(t, NULL, wd < 0 ? -1 : wd);
+	if (r < 0)
+		return r;
+	if (!(d = node_new("", ino)))
+		return -ENOMEM;
+	d->flags = DIR_F_TOP;
+	d->up.top = tt;
+	tt->node = d;
+	index_set(t, tt, d, wd < 0 ? -1 : wd);
+	t->live++;
 	*out = d;
 	return 0;
 }
 
-bool tree_is_ancestor(const struct dir *a, const struct dir *d)
+int tree_add(struct tree *t, struct dir *parent, const char *name,
+	     uint64_t ino, int wd, struct dir **out)
 {
-	for (; d; d = d->parent)
-		if (d == a)
-			return true;
-	return false;
-}
+	struct tree_top *tt = tree_top_of(parent);
+	struct dir *d;
+	int r;
 
-static void free_node(struct watcher *w, struct dir *d)
-{
-	if (d->wd >= 0) {
-		tree_table_remove(w, d);
-		inotify_rm_watch(w->fd, d->wd);
-		d->root->stats.dirs_watched--;
-	} else if (d->flags & DIR_F_UNWATCHED) {
-		watch_unwatched_del(w, d);
+	if (!name_ok(name) || strlen(name) > 255)
+		return -EINVAL;
+	if (!tt)
+		return -ESTALE;
+	if ((d = tree_child(parent, name))) {
+		*out = d;
+		return -EEXIST;
 	}
-	if (d->flags & DIR_F_HAS_REF)
-		dirref_detach(w, d);
-	if (w->move.node == d)
-		w->move.node = NULL;
-	free(d);
+	r = index_reserve(t, NULL, wd < 0 ? -1 : wd);
+	if (r < 0)
+		return r;
+	if (!(d = node_new(name, ino)))
+		return -ENOMEM;
+	link_child(parent, d);
+	index_set(t, tt, d, wd < 0 ? -1 : wd);
+	t->live++;
+	*out = d;
+	return 0;
 }
 
-void tree_drop(struct watcher *w, struct dir *d)
+int tree_move(struct tree *t, struct dir *d, struct dir *parent,
+	      const char *name, struct dir **clash)
 {
-	unlink_child(d);
-	/* Post-order without recursion: always free a leaf. */
+	struct tree_top *tt = tree_top_of(d), *ptt = tree_top_of(parent);
+	struct dir *holder;
+	int r;
+
+	(void)t;
+	if (!tt || !ptt)
+		return -ESTALE;
+	if (dir_parent(d) == parent && !strcmp(dir_name(d), name))
+		return 0;
+	if (dir_is_top(d) || tree_is_ancestor(d, parent))
+		return -ELOOP;
+	if (tt != ptt)
+		return -EXDEV;
+	if (!name_ok(name) || strlen(name) > 255)
+		return -EINVAL;
+	holder = tree_child(parent, name);
+	if (holder == d)
+		return 0;
+	if (holder) {
+		*clash = holder;
+		return -EEXIST;
+	}
+	if (strcmp(dir_name(d), name) && (r = set_name(d, name)) < 0)
+		return r;
+	if (dir_parent(d) != parent) {
+		unlink_child(d);
+		link_child(parent, d);
+	}
+	return 0;
+}
+
+/* Out of both indexes, off the tree, onto the graveyard. d is a leaf. */
+static void bury(struct tree *t, struct tree_top *tt, struct dir *d)
+{
+	int wd = d->wd;
+
+	if (wd >= 0) {
+		table_del(t, d);
+		tt->watched--;
+	} else if (wd <= -2) {
+		unwatched_del(t, d);
+		tt->unwatched--;
+	}
+	if (dir_is_top(d))
+		tt->node = NULL;
+	else
+		unlink_child(d);
+	d->up.parent = NULL;
+	d->flags = (uint8_t)((d->flags & DIR_F_NAME_OUT) | DIR_F_DEAD);
+	d->wd = -1;
+	d->next = t->graveyard;
+	t->graveyard = d;
+	t->live--;
+	t->dead++;
+	if (wd >= 0 && t->unwatch)
+		t->unwatch(t->ud, wd);
+}
+
+void tree_kill(struct tree *t, struct dir *d)
+{
+	struct tree_top *tt = tree_top_of(d);
+
+	if (!tt)
+		return;
+	/* Post-order without recursion: always bury a leaf. */
 	for (struct dir *c = d; c;) {
 		struct dir *up;
 
 		while (c->child)
 			c = c->child;
-		up = c == d ? NULL : c->parent;
-		unlink_child(c);
-		free_node(w, c);
+		up = c == d ? NULL : dir_parent(c);
+		bury(t, tt, c);
 		c = up;
 	}
 }
 
-int tree_openat2(int dirfd, const char *path, uint64_t resolve)
+void tree_pin(struct dir *d)
 {
-	struct open_how how = {
-		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-		.resolve = resolve | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-	};
-	long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
-
-	return fd < 0 ? -errno : (int)fd;
+	if (d->pins < DIR_PINS_MAX)
+		d->pins++;
 }
 
-/* d's path below its root, "a/b/c" ("." for the top). Caller frees. */
-static char *relative_path(const struct dir *d)
+void tree_unpin(struct dir *d)
 {
-	size_t len = 2;
-	char *p, *end;
-
-	for (const struct dir *c = d; c->parent; c = c->parent)
-		len += strlen(c->name) + 1;
-	p = malloc(len);
-	if (!p)
-		return NULL;
-	if (!d->parent)
-		return strcpy(p, ".");
-	end = p + len - 2;
-	*end = '\0';
-	for (const struct dir *c = d; c->parent; c = c->parent) {
-		size_t n = strlen(c->name);
-
-		end -= n;
-		memcpy(end, c->name, n);
-		if (c->parent->parent)
-			*--end = '/';
-	}
-	return memmove(p, end, strlen(end) + 1);
+	if (d->pins > 0 && d->pins < DIR_PINS_MAX)
+		d->pins--;
 }
 
-/*
- * One openat2() below the root, refusing symlinks and mount crossings; the
- * component walk below is the fallback (old kernels, very deep paths).
- */
-static int open_below(int root_fd, const struct dir *d)
+void tree_reap(struct tree *t)
 {
-	char *rel = relative_path(d);
-	int fd;
+	struct dir **pp = &t->graveyard;
 
-	if (!rel)
-		return -ENOMEM;
-	fd = tree_openat2(root_fd, rel, RESOLVE_BENEATH | RESOLVE_NO_XDEV);
-	free(rel);
-	return fd;
-}
+	while (*pp) {
+		struct dir *d = *pp;
 
-/* The fallback: one openat(O_NOFOLLOW) per component. */
-static int walk_below(int root_fd, const struct dir *d)
-{
-	const struct dir **chain;
-	size_t depth = 0;
-	int fd;
-
-	for (const struct dir *c = d; c->parent; c = c->parent)
-		depth++;
-	chain = malloc((depth + 1) * sizeof(*chain));
-	if (!chain)
-		return -ENOMEM;
-	depth = 0;
-	for (const struct dir *c = d; c->parent; c = c->parent)
-		chain[depth++] = c;
-	fd = openat(root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	for (size_t i = depth; fd >= 0 && i-- > 0;) {
-		int next = openat(fd, chain[i]->name,
-				  O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		close(fd);
-		fd = next;
+		if (d->pins) {
+			pp = &d->next;
+			continue;
+		}
+		*pp = d->next;
+		t->dead--;
+		free_node(d);
 	}
-	free(chain);
-	return fd < 0 ? -errno : fd;
-}
-
-int tree_open(const struct dir *d)
-{
-	int root = watch_root_open(d->root), fd, r;
-	uint64_t mnt_id, ino;
-
-	if (root < 0)
-		return root;
-	fd = open_below(root, d);
-	if (fd == -ENOSYS || fd == -ENAMETOOLONG || fd == -E2BIG)
-		fd = walk_below(root, d);
-	close(root);
-	if (fd < 0)
-		return fd;
-	/* The names are a cache: only the inode says it is the watched dir. */
-	r = reaper_fd_identity(fd, &mnt_id, &ino);
-	if (r == 0 && (ino != d->ino || mnt_id != d->root->mnt_id))
-		r = -ESTALE;
-	if (r < 0) {
-		close(fd);
-		return r;
-	}
-	return fd;
-}
-
-char *tree_path(const struct dir *d, const char *name)
-{
-	size_t len = strlen(d->root->conf.path) + 1;
-	const struct dir *c;
-	char *p, *end;
-
-	for (c = d; c->parent; c = c->parent)
-		len += strlen(c->name) + 1;
-	if (name)
-		len += strlen(name) + 1;
-	p = malloc(len);
-	if (!p)
-		return NULL;
-	end = p + len - 1;
-	*end = '\0';
-	if (name) {
-		end -= strlen(name);
-		memcpy(end, name, strlen(name));
-		*--end = '/';
-	}
-	for (c = d; c->parent; c = c->parent) {
-		end -= strlen(c->name);
-		memcpy(end, c->name, strlen(c->name));
-		*--end = '/';
-	}
-	memcpy(p, d->root->conf.path, strlen(d->root->conf.path));
-	return p;
 }
 
 struct dir *tree_next(const struct dir *d, const struct dir *top,
@@ -382,8 +483,252 @@ struct dir *tree_next(const struct dir *d, const struct dir *top,
 {
 	if (!skip_children && d->child)
 		return d->child;
-	for (; d != top; d = d->parent)
+	for (; d && d != top; d = dir_parent(d))
 		if (d->next)
 			return d->next;
 	return NULL;
+}
+
+/* --- paths ---------------------------------------------------------------- */
+
+/* Bytes of "a/b/c" for d (0 for a top). */
+static size_t rel_len(const struct dir *d)
+{
+	size_t len = 0;
+
+	for (; !dir_is_top(d); d = d->up.parent)
+		len += strlen(dir_name(d)) + 1;
+	return len ? len - 1 : 0;
+}
+
+/* Write "a/b/c" so that it ends just before end. */
+static void rel_fill(const struct dir *d, char *end)
+{
+	for (; !dir_is_top(d); d = d->up.parent) {
+		const char *name = dir_name(d);
+		size_t n = strlen(name);
+
+		end -= n;
+		memcpy(end, name, n);
+		if (!dir_is_top(d->up.parent))
+			*--end = '/';
+	}
+}
+
+char *tree_relpath(const struct dir *d)
+{
+	size_t len;
+	char *p;
+
+	if (!dir_alive(d))
+		return NULL;
+	if (dir_is_top(d))
+		return strdup(".");
+	len = rel_len(d);
+	p = malloc(len + 1);
+	if (!p)
+		return NULL;
+	p[len] = '\0';
+	rel_fill(d, p + len);
+	return p;
+}
+
+char *tree_path(const struct dir *d, const char *base, const char *name)
+{
+	size_t blen = strlen(base), rlen, nlen = name ? strlen(name) + 1 : 0;
+	size_t len;
+	char *p;
+
+	if (!dir_alive(d))
+		return NULL;
+	rlen = rel_len(d);
+	len = blen + (rlen ? rlen + 1 : 0) + nlen;
+	p = malloc(len + 1);
+	if (!p)
+		return NULL;
+	memcpy(p, base, blen);
+	if (rlen) {
+		p[blen] = '/';
+		rel_fill(d, p + blen + 1 + rlen);
+	}
+	if (name) {
+		p[len - nlen] = '/';
+		memcpy(p + len - nlen + 1, name, nlen - 1);
+	}
+	p[len] = '\0';
+	return p;
+}
+
+/* --- the invariant check -------------------------------------------------- */
+
+__attribute__((format(printf, 3, 4)))
+static int fail(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return -EUCLEAN;
+}
+
+/* One live node seen from its parent (NULL for a top). */
+static int check_node(const struct tree *t, const struct dir *d,
+		      const struct dir *parent, char *why, size_t len)
+{
+	const char *name = dir_name(d);
+
+	if (!dir_alive(d) || (d->flags & DIR_F_MARK))
+		return fail(why, len, "node %p '%s': %s", (void *)d, name,
+			    dir_alive(d) ? "met twice (a cycle or a shared child)"
+					 : "dead but linked");
+	if (parent && (dir_is_top(d) || d->up.parent != parent))
+		return fail(why, len, "node '%s': parent link does not match", name);
+	if (d->prev ? d->prev->next != d : (parent && parent->child != d))
+		return fail(why, len, "node '%s': sibling links do not match", name);
+	if (parent ? !name_ok(name) : name[0])
+		return fail(why, len, "node '%s': bad name", name);
+	if (d->wd >= 0 && tree_by_wd(t, d->wd) != d)
+		return fail(why, len, "node '%s': wd %d not indexed to it", name,
+			    (int)d->wd);
+	if (d->wd == -1)
+		return fail(why, len, "node '%s': live with wd -1", name);
+	if (d->wd <= -2 && ((size_t)(-(int64_t)d->wd - 2) >= t->n_unwatched ||
+			    t->unwatched[-(int64_t)d->wd - 2] != d))
+		return fail(why, len, "node '%s': unwatched slot does not match",
+			    name);
+	return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* d's children have distinct names: sorted, no two neighbours equal. */
+static int check_siblings(const struct dir *d, const char ***buf, size_t *cap,
+			  char *why, size_t len)
+{
+	size_t n = 0;
+
+	for (const struct dir *c = d->child; c; c = c->next) {
+		if (n == *cap) {
+			size_t ncap = *cap ? *cap * 2 : 64;
+			const char **b = realloc(*buf, ncap * sizeof(*b));
+
+			if (!b)
+				return 0;   /* nothing to say without memory */
+			*buf = b;
+			*cap = ncap;
+		}
+		(*buf)[n++] = dir_name(c);
+	}
+	qsort(*buf, n, sizeof(**buf), by_name);
+	for (size_t i = 1; i < n; i++)
+		if (!strcmp((*buf)[i - 1], (*buf)[i]))
+			return fail(why, len, "two children of '%s' are named '%s'",
+				    dir_name(d), (*buf)[i]);
+	return 0;
+}
+
+/* Walk one top's tree, marking; counts what it met. */
+static int check_top(const struct tree *t, struct tree_top *tt, size_t *met,
+		     char *why, size_t len)
+{
+	uint64_t watched = 0, unwatched = 0;
+	size_t bound = t->live + 1, cap = 0;
+	const char **names = NULL;
+	struct dir *d = tt->node;
+	int r = 0;
+
+	if (!d)
+		return 0;
+	if (!dir_is_top(d) || d->up.top != tt)
+		return fail(why, len, "top node does not point back at its top");
+	while (d && r == 0) {
+		r = check_node(t, d, d == tt->node ? NULL : d->up.parent, why, len);
+		if (r == 0 && d->child && d->child->next)
+			r = check_siblings(d, &names, &cap, why, len);
+		if (r < 0)
+			break;
+		d->flags |= DIR_F_MARK;
+		watched += d->wd >= 0;
+		unwatched += d->wd <= -2;
+		if (++*met > bound)
+			r = fail(why, len, "more nodes reachable than live");
+		d = tree_next(d, tt->node, false);
+	}
+	free(names);
+	if (r < 0)
+		return r;
+	if (watched != tt->watched || unwatched != tt->unwatched)
+		return fail(why, len, "top counts %llu/%llu, tree has %llu/%llu",
+			    (unsigned long long)tt->watched,
+			    (unsigned long long)tt->unwatched,
+			    (unsigned long long)watched,
+			    (unsigned long long)unwatched);
+	return 0;
+}
+
+static void unmark(struct tree_top *tt, size_t bound)
+{
+	for (struct dir *d = tt->node; d && bound--; d = tree_next(d, tt->node, false))
+		d->flags &= (uint8_t)~DIR_F_MARK;
+}
+
+static int check_indexes(const struct tree *t, char *why, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < t->table_cap; i++) {
+		const struct dir *d = t->table[i];
+
+		if (!d)
+			continue;
+		n++;
+		if (!dir_alive(d) || !(d->flags & DIR_F_MARK))
+			return fail(why, len, "wd %d indexes a node no top reaches",
+				    (int)d->wd);
+	}
+	if (n != t->table_len)
+		return fail(why, len, "wd index holds %zu, says %zu", n, t->table_len);
+	for (size_t i = 0; i < t->n_unwatched; i++)
+		if (!(t->unwatched[i]->flags & DIR_F_MARK) ||
+		    t->unwatched[i]->wd != -(int32_t)i - 2)
+			return fail(why, len, "unwatched slot %zu is stale", i);
+	return 0;
+}
+
+static int check_graveyard(const struct tree *t, char *why, size_t len)
+{
+	size_t n = 0;
+
+	for (const struct dir *d = t->graveyard; d; d = d->next) {
+		if (++n > t->dead)
+			return fail(why, len, "graveyard longer than its count");
+		if (dir_alive(d) || d->up.parent || d->child || d->wd != -1)
+			return fail(why, len, "node '%s' in the graveyard is linked",
+				    dir_name(d));
+	}
+	return n == t->dead ? 0 : fail(why, len, "graveyard count is off");
+}
+
+int tree_check(const struct tree *t, struct tree_top *const *tops, size_t n,
+	       char *why, size_t len)
+{
+	size_t met = 0, i;
+	int r = 0;
+
+	for (i = 0; i < n && r == 0; i++)
+		r = check_top(t, tops[i], &met, why, len);
+	if (r == 0 && met != t->live)
+		r = fail(why, len, "%zu live nodes, %zu reachable from a top",
+			 t->live, met);
+	if (r == 0)
+		r = check_indexes(t, why, len);
+	if (r == 0)
+		r = check_graveyard(t, why, len);
+	for (i = 0; i < n; i++)
+		unmark(tops[i], t->live + 1);
+	return r;
 }

@@ -1,3 +1,5 @@
+#include "watch-roots.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -7,16 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crawl.h"
+#include "drain.h"
 #include "log.h"
 #include "reaper.h"
+#include "watch-fs.h"
 #include "watch-internal.h"
 
-/* The slow rescan of directories whose watch the kernel refused. */
-#define UNWATCHED_RESCAN_MS 5000
-
-static void on_rescan_timer(uv_timer_t *t);
-
-/* --- roots ------------------------------------------------------------- */
+/* --- anchors: how a missing root is waited for --------------------------- */
 
 static bool root_shares_wd(const struct watcher *w, const struct root *r, int wd)
 {
@@ -29,15 +29,12 @@ static bool root_shares_wd(const struct watcher *w, const struct root *r, int wd
 static void anchor_release(struct watcher *w, struct root *r)
 {
 	if (r->anchor_wd >= 0 && !root_shares_wd(w, r, r->anchor_wd) &&
-	    !tree_table_find(w, r->anchor_wd))
+	    !tree_by_wd(&w->tree, r->anchor_wd))
 		inotify_rm_watch(w->fd, r->anchor_wd);
 	r->anchor_wd = -1;
 	free(r->anchor_next);
 	r->anchor_next = NULL;
 }
-
-static int walk_root(const char *path, int *anchor, char *next,
-		     size_t next_len);
 
 /* Wait, without polling, for `next` to appear in the directory at fd. */
 static void anchor_set(struct watcher *w, struct root *r, int fd,
@@ -57,7 +54,7 @@ static void anchor_set(struct watcher *w, struct root *r, int fd,
 		log_errno(-errno, "cannot wait for root %s to appear", r->conf.path);
 }
 
-void watch_anchor_event(struct watcher *w, const struct inotify_event *ev)
+void roots_anchor_event(struct watcher *w, const struct inotify_event *ev)
 {
 	struct root *r, *next;
 
@@ -67,76 +64,11 @@ void watch_anchor_event(struct watcher *w, const struct inotify_event *ev)
 			continue;
 		if (ev->len && r->anchor_next && strcmp(ev->name, r->anchor_next))
 			continue;
-		watch_root_activate(w, r, true, NULL, NULL);
+		roots_activate(w, r, true, NULL, NULL);
 	}
 }
 
-/*
- * Open the root one component at a time with O_NOFOLLOW: a symlink anywhere
- * on the way makes it missing. On failure *anchor is the deepest directory
- * reached and *next the name that was not there.
- */
-static int open_root(const char *path, int *anchor, char *next, size_t next_len)
-{
-	/* The common case in one call; the walk finds the anchor otherwise. */
-	int fast = tree_openat2(AT_FDCWD, path, 0);
-
-	if (fast >= 0)
-		return fast;
-	return walk_root(path, anchor, next, next_len);
-}
-
-static int walk_root(const char *path, int *anchor, char *next, size_t next_len)
-{
-	char *copy = strdup(path), *save = NULL, *comp;
-	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), err = 0;
-
-	if (!copy || fd < 0) {
-		free(copy);
-		if (fd >= 0)
-			close(fd);
-		return -ENOMEM;
-	}
-	for (comp = strtok_r(copy, "/", &save); comp;
-	     comp = strtok_r(NULL, "/", &save)) {
-		int sub = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-		if (sub < 0) {
-			err = -errno;
-			snprintf(next, next_len, "%s", comp);
-			break;
-		}
-		close(fd);
-		fd = sub;
-	}
-	free(copy);
-	if (err) {
-		*anchor = fd;
-		return err;
-	}
-	return fd;
-}
-
-int watch_root_open(const struct root *r)
-{
-	char next[256];
-	int anchor = -1, fd;
-	uint64_t mnt_id, ino;
-
-	if (!r->active)
-		return -ENOENT;
-	fd = open_root(r->conf.path, &anchor, next, sizeof(next));
-	if (anchor >= 0)
-		close(anchor);
-	if (fd < 0)
-		return fd;
-	if (reaper_fd_identity(fd, &mnt_id, &ino) < 0 || ino != r->ino ||
-	    mnt_id != r->mnt_id) {
-		close(fd);
-		return -ESTALE;
-	}
-	return fd;
-}
+/* --- found, lost ---------------------------------------------------------- */
 
 static void set_state(struct root *r, enum root_state s, const char *reason)
 {
@@ -163,20 +95,21 @@ static bool same_device(int a, int b)
 			 sa.st_dev == sb.st_dev);
 }
 
-void watch_root_activate(struct watcher *w, struct root *r, bool reap,
-			 root_ready_cb cb, void *ud)
+void roots_activate(struct watcher *w, struct root *r, bool reap,
+		    root_ready_cb cb, void *ud)
 {
-	char next[256] = "";
-	int anchor = -1, fd = open_root(r->conf.path, &anchor, next, sizeof(next));
+	char next[NAME_MAX + 1] = "";
+	int anchor = -1, fd = watch_open_path(r->conf.path, &anchor, next, sizeof(next));
 	bool missing = fd < 0 && anchor >= 0;
 	uint64_t ino;
 	struct job *j;
 
+	r->want_activate = false;
 	if (missing) {
 		root_missing(w, r, fd, anchor, next);
 		/* Watch, then check again: it may have appeared in between. */
 		anchor = -1;
-		fd = open_root(r->conf.path, &anchor, next, sizeof(next));
+		fd = watch_open_path(r->conf.path, &anchor, next, sizeof(next));
 		if (anchor >= 0)
 			close(anchor);
 	}
@@ -195,51 +128,21 @@ void watch_root_activate(struct watcher *w, struct root *r, bool reap,
 		return;
 	}
 	anchor_release(w, r);
+	if (r->tt.node && r->tt.node->ino != ino)
+		tree_kill(&w->tree, r->tt.node);
 	r->active = true;
 	r->ino = ino;
 	r->stats.pays_copy = r->conf.mode == MODE_RELOCATE &&
 			     !same_device(fd, w->settings.prefix_fd);
 	close(fd);
 	set_state(r, ROOT_CRAWLING, NULL);
-	if (crawl_push(w, j, NULL, -1, "") < 0)
-		watch_job_done(w, j);
-	crawl_start(w);
+	crawl_push(w, j, NULL, -1, "");
+	crawl_job_go(w, j);
 }
 
-void watch_root_lost(struct watcher *w, struct root *r, const char *why)
-{
-	log_warn("root %s %s: waiting for it to come back", r->conf.path, why);
-	if (r->top)
-		tree_drop(w, r->top);
-	r->top = NULL;
-	r->active = false;
-	watch_root_activate(w, r, true, NULL, NULL);
-}
+/* --- directories the kernel would not watch ----------------------------- */
 
-static bool root_has_jobs(const struct watcher *w, const struct root *r)
-{
-	for (const struct job *j = w->jobs; j; j = j->next)
-		if (j->root == r && j->pending)
-			return true;
-	return false;
-}
-
-/* After a whole-root rescan: nodes it did not meet are gone or moved out. */
-static void drop_stale(struct watcher *w, struct root *r, const struct job *j)
-{
-	struct dir *c = r->top ? r->top->child : NULL;
-
-	while (c) {
-		bool stale = (int32_t)(c->gen - j->gen) < 0;
-		struct dir *next = tree_next(c, r->top, stale);
-
-		if (stale)
-			tree_drop(w, c);
-		c = next;
-	}
-}
-
-static uint64_t read_max_watches(void)
+uint64_t roots_max_watches(void)
 {
 	unsigned long long v = 0;
 	FILE *f = fopen("/proc/sys/fs/inotify/max_user_watches", "re");
@@ -252,90 +155,25 @@ static uint64_t read_max_watches(void)
 	return v;
 }
 
-static void warn_unwatched(struct root *r)
+void roots_warn_unwatched(struct root *r)
 {
-	unsigned long long max = read_max_watches();
+	unsigned long long max;
 
-	if (!r->n_unwatched) {
+	r->want_warn = false;
+	if (!r->tt.unwatched) {
 		r->warned_unwatched = false;
 		return;
 	}
 	if (r->warned_unwatched)
 		return;
 	r->warned_unwatched = true;
-	log_warn("%s: %zu directories are not watched: the inotify watch limit "
+	max = roots_max_watches();
+	log_warn("%s: %llu directories are not watched: the inotify watch limit "
 		 "is reached (fs.inotify.max_user_watches = %llu). Raise it with "
 		 "'sysctl fs.inotify.max_user_watches=%llu' (and a file in "
 		 "/etc/sysctl.d/ to keep it); until then they are rescanned "
-		 "every %d s", r->conf.path, r->n_unwatched, max,
-		 max ? max * 2 : 524288, UNWATCHED_RESCAN_MS / 1000);
-}
-
-void watch_job_done(struct watcher *w, struct job *j)
-{
-	struct root *r = j->root;
-	struct job **pp;
-
-	for (pp = &w->jobs; *pp != j; pp = &(*pp)->next)
-		;
-	*pp = j->next;
-	if (j->full && j->status == 0 && !root_has_jobs(w, r))
-		drop_stale(w, r, j);
-	if (r->active && !root_has_jobs(w, r)) {
-		set_state(r, r->n_unwatched ? ROOT_DEGRADED : ROOT_ACTIVE,
-			  r->n_unwatched ? "the inotify watch limit is reached" : NULL);
-		warn_unwatched(r);
-	}
-	if (j->cb)
-		j->cb(r, j->status, j->ud);
-	free(j);
-}
-
-/* --- directories the kernel would not watch ----------------------------- */
-
-static bool any_unwatched(const struct watcher *w)
-{
-	for (const struct root *r = w->roots; r; r = r->next)
-		if (r->n_unwatched)
-			return true;
-	return false;
-}
-
-void watch_unwatched_add(struct watcher *w, struct dir *d)
-{
-	struct root *r = d->root;
-
-	if (r->n_unwatched == r->cap_unwatched) {
-		size_t cap = r->cap_unwatched ? r->cap_unwatched * 2 : 64;
-		struct dir **a = realloc(r->unwatched, cap * sizeof(*a));
-
-		if (!a)
-			return;
-		r->unwatched = a;
-		r->cap_unwatched = cap;
-	}
-	r->unwatched[r->n_unwatched++] = d;
-	d->flags |= DIR_F_UNWATCHED;
-	r->stats.dirs_unwatched = r->n_unwatched;
-	if (!uv_is_active((uv_handle_t *)&w->rescan_timer))
-		uv_timer_start(&w->rescan_timer, on_rescan_timer,
-			       UNWATCHED_RESCAN_MS, UNWATCHED_RESCAN_MS);
-}
-
-void watch_unwatched_del(struct watcher *w, struct dir *d)
-{
-	struct root *r = d->root;
-
-	for (size_t i = 0; i < r->n_unwatched; i++) {
-		if (r->unwatched[i] != d)
-			continue;
-		r->unwatched[i] = r->unwatched[--r->n_unwatched];
-		break;
-	}
-	d->flags &= (uint16_t)~DIR_F_UNWATCHED;
-	r->stats.dirs_unwatched = r->n_unwatched;
-	if (!any_unwatched(w))
-		uv_timer_stop(&w->rescan_timer);
+		 "every %d s", r->conf.path, (unsigned long long)r->tt.unwatched,
+		 max, max ? max * 2 : 524288, UNWATCHED_RESCAN_MS / 1000);
 }
 
 /* Bounded per tick: every pushed parent holds an fd until it is crawled. */
@@ -343,46 +181,53 @@ void watch_unwatched_del(struct watcher *w, struct dir *d)
 
 static void rescan_unwatched(struct watcher *w, struct root *r)
 {
+	const struct tree *t = &w->tree;
 	struct job *j = crawl_job_new(w, r, true, false, NULL, NULL);
-	size_t pushed = 0, start = r->unwatched_next, k;
+	size_t n = tree_unwatched_count(t), pushed = 0, k;
+	size_t start = n ? r->unwatched_next % n : 0;
 
 	if (!j)
 		return;
-	/* Rotate through the list: each tick takes the next batch. */
-	for (k = 0; k < r->n_unwatched && pushed < RESCAN_BATCH; k++) {
-		struct dir *u = r->unwatched[(start + k) % r->n_unwatched];
+	/* Rotate through the index: each tick takes the next batch. */
+	for (k = 0; k < n && pushed < RESCAN_BATCH; k++) {
+		struct dir *u = tree_unwatched_at(t, (start + k) % n);
+		struct dir *parent = dir_parent(u);
 		int fd = -1;
 
 		/* A crawl from the topmost unwatched node covers those below. */
-		if (u->parent && (u->parent->flags & DIR_F_UNWATCHED))
+		if (watch_root_of(u) != r || (parent && dir_wd(parent) < 0))
 			continue;
-		if (u->parent && (fd = tree_open(u->parent)) < 0)
+		if (parent && (fd = watch_open_dir(parent)) < 0)
 			continue;
-		if (crawl_push(w, j, u->parent, fd, u->name) == 0)
+		if (crawl_push(w, j, parent, fd, parent ? dir_name(u) : "") == 0)
 			pushed++;
 	}
-	r->unwatched_next = r->n_unwatched ? (start + k) % r->n_unwatched : 0;
-	if (!j->pending)
-		watch_job_done(w, j);
+	r->unwatched_next = n ? (start + k) % n : 0;
+	crawl_job_go(w, j);
 }
 
-static void on_rescan_timer(uv_timer_t *t)
+void roots_rescan_unwatched(struct watcher *w)
 {
-	struct watcher *w = t->data;
-
 	for (struct root *r = w->roots; r; r = r->next)
-		if (r->n_unwatched && r->active)
+		if (r->tt.unwatched && r->active)
 			rescan_unwatched(w, r);
-	crawl_start(w);
 }
 
-/* --- the public root API ------------------------------------------------ */
+/* --- added, removed, swept ------------------------------------------------ */
 
 static bool path_within(const char *outer, const char *inner)
 {
 	size_t n = strlen(outer);
 
 	return !strncmp(outer, inner, n) && (inner[n] == '/' || inner[n] == '\0');
+}
+
+static void conf_free(struct root_conf *c)
+{
+	for (size_t i = 0; c->excludes && i < c->n_excludes; i++)
+		free(c->excludes[i]);
+	free(c->excludes);
+	free(c->path);
 }
 
 static int conf_copy(struct root_conf *dst, const struct root_conf *src)
@@ -397,15 +242,12 @@ static int conf_copy(struct root_conf *dst, const struct root_conf *src)
 			goto fail;
 	return 0;
 fail:
-	for (size_t i = 0; dst->excludes && i < src->n_excludes; i++)
-		free(dst->excludes[i]);
-	free(dst->excludes);
-	free(dst->path);
+	conf_free(dst);
 	return -ENOMEM;
 }
 
-int watcher_add_root(struct watcher *w, const struct root_conf *rc,
-		     root_ready_cb cb, void *ud)
+int roots_add(struct watcher *w, const struct root_conf *rc, root_ready_cb cb,
+	      void *ud)
 {
 	struct root *r;
 
@@ -427,38 +269,55 @@ int watcher_add_root(struct watcher *w, const struct root_conf *rc,
 	r->anchor_wd = -1;
 	r->next = w->roots;
 	w->roots = r;
-	watch_root_activate(w, r, rc->sweep, cb, ud);
+	roots_activate(w, r, rc->sweep, cb, ud);
 	return 0;
 }
 
-int watcher_remove_root(struct watcher *w, const char *path)
+int roots_remove(struct watcher *w, const char *path)
 {
-	struct root **pp, *r;
+	struct root **pp, *r = watcher_find_root(w, path);
 
-	for (pp = &w->roots; *pp && strcmp((*pp)->conf.path, path); pp = &(*pp)->next)
-		;
-	if (!(r = *pp))
+	if (!r)
 		return -ENOENT;
+	/* Its jobs' callbacks may run here, and its drains finish: both
+	 * still see it listed and reachable. */
 	crawl_cancel_root(w, r);
 	drain_forget(w, r);
-	if (r->top)
-		tree_drop(w, r->top);
-	anchor_release(w, r);
+	for (pp = &w->roots; *pp && *pp != r; pp = &(*pp)->next)
+		;
+	if (!*pp)
+		return 0;   /* one of those callbacks removed it already */
 	*pp = r->next;
-	for (size_t i = 0; i < HOT_MAX; i++)
-		free(r->hot[i].path);
-	for (size_t i = 0; i < r->conf.n_excludes; i++)
-		free(r->conf.excludes[i]);
-	free(r->conf.excludes);
-	free(r->conf.path);
-	free(r->unwatched);
-	free(r);
-	if (!any_unwatched(w))
-		uv_timer_stop(&w->rescan_timer);
+	anchor_release(w, r);
+	if (r->tt.node)
+		tree_kill(&w->tree, r->tt.node);
+	r->dead = true;
+	r->active = false;
+	r->next = w->dead_roots;
+	w->dead_roots = r;
 	return 0;
 }
 
-int watcher_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
+void roots_reap(struct watcher *w)
+{
+	struct root **pp = &w->dead_roots;
+
+	while (*pp) {
+		struct root *r = *pp;
+
+		if (r->pins) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		for (size_t i = 0; i < HOT_MAX; i++)
+			free(r->hot[i].path);
+		conf_free(&r->conf);
+		free(r);
+	}
+}
+
+int roots_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
 {
 	struct job *j;
 
@@ -469,11 +328,13 @@ int watcher_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
 	if (!j)
 		return -ENOMEM;
 	w->stats.rescans++;
-	if (crawl_push(w, j, NULL, -1, "") < 0)
-		watch_job_done(w, j);
-	crawl_start(w);
+	r->want_rescan = false;
+	crawl_push(w, j, NULL, -1, "");
+	crawl_job_go(w, j);
 	return 0;
 }
+
+/* --- the public getters --------------------------------------------------- */
 
 struct root *watcher_find_root(struct watcher *w, const char *path)
 {
@@ -486,13 +347,10 @@ struct root *watcher_find_root(struct watcher *w, const char *path)
 
 struct root *watcher_next_root(struct watcher *w, struct root *prev)
 {
+	/* A root removed meanwhile no longer knows its place: stop there. */
+	if (prev && prev->dead)
+		return NULL;
 	return prev ? prev->next : w->roots;
-}
-
-void watcher_get_stats(const struct watcher *w, struct watcher_stats *out)
-{
-	*out = w->stats;
-	out->max_watches = read_max_watches();
 }
 
 const char *root_path(const struct root *r)
@@ -534,5 +392,10 @@ const char *root_state_reason(const struct root *r)
 
 const struct root_stats *root_stats(const struct root *r)
 {
-	return &r->stats;
+	/* The counts live in the tree; the root itself is never const. */
+	struct root *m = (struct root *)r;
+
+	m->stats.dirs_watched = r->tt.watched;
+	m->stats.dirs_unwatched = r->tt.unwatched;
+	return &m->stats;
 }

@@ -483,7 +483,7 @@ static void test_normal_case(void **state)
 	reap_normal(*state);
 }
 
-/* The watcher hands the reaper O_PATH fds (tree_open). */
+/* The watcher hands the reaper O_PATH fds (watch_open_dir). */
 static void test_normal_case_o_path_parent(void **state)
 {
 	struct rfx *f = *state;

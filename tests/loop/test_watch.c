@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "watch-hooks.h"
 #include "watch-internal.h"
 #include "watchfx.h"
 
@@ -468,7 +469,7 @@ static void test_overflow_among_other_events(void **state)
 	put_event(buf, &off, 99999, IN_CREATE | IN_ISDIR, "__pycache__");
 	put_event(buf, &off, -1, IN_Q_OVERFLOW, NULL);
 	put_event(buf, &off, 99998, IN_CREATE | IN_ISDIR, "x");
-	watch_dispatch(f->w, buf, off);
+	watcher_feed(f->w, buf, off);
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 	watcher_get_stats(f->w, &ws);
 	assert_int_equal(ws.overflows, 1);

@@ -211,8 +211,15 @@ static void run(struct efx *e)
 /* A cache in a directory the kernel would not watch: path of its dir. */
 static char *unwatched_dir(struct root *r)
 {
-	return r->n_unwatched ? tree_path(r->unwatched[r->n_unwatched - 1], NULL)
-			      : NULL;
+	const struct tree *t = &r->w->tree;
+
+	for (size_t i = tree_unwatched_count(t); i-- > 0;) {
+		struct dir *d = tree_unwatched_at(t, i);
+
+		if (tree_top_of(d) == &r->tt)
+			return tree_path(d, r->conf.path, NULL);
+	}
+	return NULL;
 }
 
 /* 50 directories, room for 5 watches; then room for all. */

@@ -9,7 +9,7 @@
 
 #include "helpers.h"
 #include "log.h"
-#include "watch-internal.h"
+#include "watch-hooks.h"
 
 int wfx_init(struct wfx *f, const char *base)
 {
@@ -173,7 +173,7 @@ size_t wfx_drop_events(struct wfx *f)
 	size_t total = 0;
 	ssize_t n;
 
-	while ((n = read(f->w->fd, buf, sizeof(buf))) > 0)
+	while ((n = read(watcher_inotify_fd(f->w), buf, sizeof(buf))) > 0)
 		total += (size_t)n;
 	return total;
 }
@@ -182,7 +182,7 @@ void wfx_feed_overflow(struct wfx *f)
 {
 	struct inotify_event ev = { .wd = -1, .mask = IN_Q_OVERFLOW };
 
-	watch_dispatch(f->w, &ev, sizeof(ev));
+	watcher_feed(f->w, &ev, sizeof(ev));
 }
 
 static void count_busy(uv_handle_t *h, void *arg)
