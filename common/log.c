@@ -104,6 +104,7 @@ static const char *level_color(enum log_level level)
 	return "";
 }
 
+LOG_FORMAT(3, 0)
 static void vlog_suffix(enum log_level level, const char *suffix,
 			const char *fmt, va_list ap)
 {

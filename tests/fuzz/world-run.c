@@ -1,0 +1,205 @@
+/*
+ * The world's life per input: reset the scratch tree, start a watcher,
+ * drive it to quiescence, stop it.
+ */
+#include "world.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "watch-hooks.h"
+#include "watch.h"
+
+/* Rounds of reading and crawling before the watcher counts as livelocked. */
+#define QUIESCE_ROUNDS 5000
+
+static char *exclude_globs[] = { "skip", NULL };
+
+/* The scratch directory, removed at exit. */
+static struct world leftover;
+
+static void remove_base(void)
+{
+	if (leftover.base[0])
+		fz_rm_rf(&leftover, leftover.base);
+}
+
+/* One scratch directory per process, in tmpfs when there is one. */
+static void make_base(struct world *wd)
+{
+	const char *tmp = getenv("PYCACHED_FUZZ_TMP");
+	char tmpl[PATH_MAX], *real;
+
+	if (!tmp)
+		tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+	snprintf(tmpl, sizeof(tmpl), "%s/pycached-fuzz.XXXXXX", tmp);
+	if (!mkdtemp(tmpl) || !(real = realpath(tmpl, NULL)))
+		fz_fail("cannot make a scratch directory in %s: %s", tmp,
+			strerror(errno));
+	snprintf(wd->base, sizeof(wd->base), "%s", real);
+	free(real);
+	snprintf(leftover.base, sizeof(leftover.base), "%s", wd->base);
+	atexit(remove_base);
+	/* Findings are aborts; the daemon's own lines would drown them. */
+	log_set_level(LOG_LEVEL_ERROR);
+}
+
+static char *snap_buf;
+static size_t snap_len;
+
+static int snap_one(const char *path, const struct stat *st, int type,
+		    struct FTW *ftw)
+{
+	char line[PATH_MAX + 64];
+	int n = snprintf(line, sizeof(line), "%s %llu %lld %o\n", path,
+			 (unsigned long long)st->st_ino, (long long)st->st_size,
+			 (unsigned)st->st_mode);
+	char *grown = realloc(snap_buf, snap_len + (size_t)n + 1);
+
+	if (!grown)
+		fz_fail("out of memory");
+	snap_buf = grown;
+	memcpy(snap_buf + snap_len, line, (size_t)n + 1);
+	snap_len += (size_t)n;
+	return 0;
+}
+
+char *world_snapshot(const char *dir)
+{
+	snap_buf = NULL;
+	snap_len = 0;
+	/* nftw visits in readdir order, which tmpfs keeps stable. */
+	if (nftw(dir, snap_one, 16, FTW_PHYS) < 0)
+		fz_fail("cannot walk %s: %s", dir, strerror(errno));
+	return snap_buf;
+}
+
+static void make_bait(struct world *wd)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/x/sub", wd->bait);
+	fz_mkdir_p(path);
+	snprintf(path, sizeof(path), "%s/x", wd->bait);
+	fz_cache(wd, path, false);
+	fz_user_file(wd, path, false);
+	snprintf(path, sizeof(path), "%s/x/sub", wd->bait);
+	fz_cache(wd, path, false);
+	/* Bait's own files are not the fuzzer's to count or follow. */
+	wd->user_made = 0;
+	wd->n_marks = 0;
+	free(wd->bait_snapshot);
+	wd->bait_snapshot = world_snapshot(wd->bait);
+}
+
+void world_reset(struct world *wd)
+{
+	if (!wd->base[0])
+		make_base(wd);
+	fz_rm_rf(wd, wd->base);
+	if (fz_mkdir(wd->base) < 0)
+		fz_fail("cannot re-create %s", wd->base);
+	for (int i = 0; i < WORLD_ROOTS; i++) {
+		snprintf(wd->root[i], sizeof(wd->root[i]), "%s/root%d", wd->base, i);
+		fz_mkdir(wd->root[i]);
+		wd->added[i] = false;
+	}
+	snprintf(wd->out, sizeof(wd->out), "%s/out", wd->base);
+	snprintf(wd->bait, sizeof(wd->bait), "%s/bait", wd->base);
+	fz_mkdir(wd->out);
+	fz_mkdir(wd->bait);
+	wd->serial = 0;
+	wd->user_made = wd->user_removed = 0;
+	wd->n_marks = 0;
+	make_bait(wd);
+}
+
+void world_add_root(struct world *wd, int i)
+{
+	struct root_conf rc = {
+		.path = wd->root[i],
+		.mode = MODE_DELETE,
+		.sweep = true,
+	};
+	int r;
+
+	if (wd->added[i])
+		return;
+	r = watcher_add_root(wd->w, &rc, NULL, NULL);
+	if (r < 0)
+		fz_fail("cannot add root %d: %s", i, strerror(-r));
+	wd->added[i] = true;
+}
+
+void world_remove_root(struct world *wd, int i)
+{
+	if (!wd->added[i])
+		return;
+	if (watcher_remove_root(wd->w, wd->root[i]) < 0)
+		fz_fail("root %d was added but cannot be removed", i);
+	wd->added[i] = false;
+}
+
+void world_start(struct world *wd)
+{
+	struct watch_settings s = {
+		.skip_venvs = true,
+		.excludes = exclude_globs,
+		.n_excludes = 1,
+		.prefix_fd = -1,
+	};
+	int r;
+
+	if ((r = uv_loop_init(&wd->loop)) < 0 ||
+	    (r = watcher_new(&wd->loop, &wd->w)) < 0)
+		fz_fail("cannot start a watcher: %s", uv_strerror(r));
+	watcher_set_settings(wd->w, &s);
+	for (int i = 0; i < WORLD_ROOTS; i++)
+		world_add_root(wd, i);
+	world_quiesce(wd);
+}
+
+static int queued(const struct world *wd)
+{
+	int n = 0;
+
+	if (ioctl(watcher_inotify_fd(wd->w), FIONREAD, &n) < 0)
+		fz_fail("FIONREAD: %s", strerror(errno));
+	return n;
+}
+
+void world_quiesce(struct world *wd)
+{
+	unsigned quiet = 0;
+
+	for (unsigned i = 0; i < QUIESCE_ROUNDS; i++) {
+		watcher_read_events(wd->w);
+		watcher_crawl_items(wd->w, UINT32_MAX);
+		if (watcher_busy(wd->w) || queued(wd) > 0)
+			quiet = 0;
+		else if (++quiet == 2)
+			return;
+	}
+	fz_fail("the watcher did not go quiet in %d rounds", QUIESCE_ROUNDS);
+}
+
+void world_stop(struct world *wd)
+{
+	int r;
+
+	watcher_destroy(wd->w);
+	wd->w = NULL;
+	for (int i = 0; i < 16 && uv_loop_alive(&wd->loop); i++)
+		uv_run(&wd->loop, UV_RUN_NOWAIT);
+	r = uv_loop_close(&wd->loop);
+	if (r != 0)
+		fz_fail("uv_loop_close after the watcher: %s", uv_strerror(r));
+}
