@@ -382,7 +382,10 @@ bool crawl_root_busy(const struct watcher *w, const struct root *r, bool full)
 /*
  * Crawl again a node a full job did not meet although it can still be
  * reached where the tree says (an event moved it into a part already
- * crawled). Else it is gone: killed.
+ * crawled, or a job still at work made it there after this one passed).
+ * Else it is gone: killed. If it is in fact still in the root under a
+ * path the tree does not know yet, the events that say how it got there
+ * are queued, and they crawl it afresh.
  */
 static void recheck(struct watcher *w, struct job **again, struct dir *c)
 {
@@ -435,7 +438,9 @@ static void job_done(struct watcher *w, struct job *j)
 	for (pp = &w->jobs; *pp != j; pp = &(*pp)->next)
 		;
 	*pp = j->next;
-	if (j->full && j->status == 0 && !r->dead && !crawl_root_busy(w, r, false))
+	/* Other jobs of r may still be at work: what they will meet has a
+	 * newer generation, and what this one missed is rechecked anyway. */
+	if (j->full && j->status == 0 && !r->dead)
 		drop_stale(w, r, j);
 	if (r->active && !crawl_root_busy(w, r, false)) {
 		bool degraded = r->tt.unwatched > 0;
