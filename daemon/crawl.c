@@ -203,6 +203,28 @@ static struct dir *adopt(struct watcher *w, struct job *j, struct dir *parent,
 }
 
 /*
+ * place() d, the node holding the watch of fd's inode. When the node
+ * that held the name was an ancestor of d (x emptied and removed, its
+ * child put in its place, while events were lost), d died with it and so
+ * did its watch: take the directory afresh; the scan finds the rest.
+ */
+static struct dir *place_or_adopt(struct watcher *w, struct job *j,
+				  struct dir *parent, const char *name, int fd,
+				  uint64_t ino, struct dir *d)
+{
+	struct dir *placed = place(w, j->root, parent, name, d);
+	int wd;
+
+	if (placed || dir_alive(d))
+		return placed;
+	wd = add_watch(w, fd);
+	if ((wd < 0 && wd != -ENOSPC && wd != -ENOMEM) ||
+	    (wd >= 0 && tree_by_wd(&w->tree, wd)))
+		return NULL;
+	return adopt(w, j, parent, name, ino, wd);
+}
+
+/*
  * Watch the directory open at fd and return its node, or NULL when it must
  * not be scanned now (met already in this job, an alias, or an error).
  */
@@ -228,7 +250,8 @@ static struct dir *attach(struct watcher *w, struct job *j, struct dir *parent,
 	}
 	if (wd < 0 && wd != -ENOSPC && wd != -ENOMEM)
 		return NULL;
-	d = d ? place(w, r, parent, name, d) : adopt(w, j, parent, name, ino, wd);
+	d = d ? place_or_adopt(w, j, parent, name, fd, ino, d)
+	      : adopt(w, j, parent, name, ino, wd);
 	if (!d || gen_seen(d, j))
 		return NULL;
 	d->gen = j->gen;
@@ -253,6 +276,28 @@ static bool skip_name(const struct watcher *w, const struct root *r,
 	return !strcmp(name, ".") || !strcmp(name, "..") ||
 	       !strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)) ||
 	       watch_excluded(w, r, name);
+}
+
+/*
+ * A rescan of unwatched directories: d's unwatched children that are no
+ * longer there are dropped (without a watch, nothing else says so).
+ */
+static void prune_children(struct watcher *w, struct dir *d, int fd)
+{
+	struct dir *c = d->child;
+
+	while (c) {
+		struct dir *next = c->next;
+		struct stat st;
+
+		if (dir_wd(c) >= 0)
+			;
+		else if (fstatat(fd, dir_name(c), &st, AT_SYMLINK_NOFOLLOW) < 0
+			 ? errno == ENOENT
+			 : !S_ISDIR(st.st_mode) || st.st_ino != c->ino)
+			tree_kill(&w->tree, c);
+		c = next;
+	}
 }
 
 /*
@@ -295,9 +340,16 @@ static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 	}
 	if (n < 0)
 		j->status = -errno;
+	if (j->prune)
+		prune_children(w, d, fd);
 out:
-	if (!ref)
+	/* The dirref owns fd once made, even if no item could be queued. */
+	if (!ref) {
 		close(fd);
+	} else if (!ref->refs) {
+		ref->refs = 1;
+		dirref_put(ref);
+	}
 	if (venv) {
 		log_debug("%s is a virtualenv: not watched", dir_name(d));
 		tree_kill(&w->tree, d);
@@ -352,8 +404,14 @@ static void crawl_one(struct watcher *w, struct item *it)
 		watch_post_rescan(w, r);
 	j->started = true;
 	if (fd < 0) {
+		struct dir *gone = parent && j->prune ? tree_child(parent, it->name)
+						      : NULL;
+
 		if (err == EMFILE || err == ENFILE || err == ENOMEM)
 			j->status = -err;
+		else if (gone && dir_wd(gone) < 0 &&
+			 (err == ENOENT || err == ENOTDIR || err == ELOOP))
+			tree_kill(&w->tree, gone);
 		return;
 	}
 	/* Another mount is not ours to touch: do not even descend. */
@@ -387,22 +445,44 @@ bool crawl_root_busy(const struct watcher *w, const struct root *r, bool full)
  * path the tree does not know yet, the events that say how it got there
  * are queued, and they crawl it afresh.
  */
-static void recheck(struct watcher *w, struct job **again, struct dir *c)
+/* Queue c in *again if it can still be reopened where the tree says it
+ * is: 0, or -errno saying why not. */
+static int requeue(struct watcher *w, const struct job *full,
+		   struct job **again, struct dir *c)
 {
 	struct dir *parent = dir_parent(c);
 	int fd = watch_open_dir(c);
 
-	if (fd < 0 || !parent) {
-		if (fd >= 0)
-			close(fd);
+	if (fd < 0)
+		return fd;
+	close(fd);
+	fd = parent ? watch_open_dir(parent) : -ENOENT;
+	if (fd < 0)
+		return fd;
+	if (!*again)
+		*again = crawl_job_new(w, full->root, full->reap, false, NULL, NULL);
+	if (!*again) {
+		close(fd);
+		return -ENOMEM;
+	}
+	return crawl_push(w, *again, parent, fd, dir_name(c));
+}
+
+static void recheck(struct watcher *w, const struct job *full,
+		    struct job **again, struct dir *c)
+{
+	int err;
+
+	/* Not met because its name is now excluded (settings changed). */
+	if (watch_excluded(w, full->root, dir_name(c))) {
 		tree_kill(&w->tree, c);
 		return;
 	}
-	close(fd);
-	fd = watch_open_dir(parent);
-	if (!*again)
-		*again = crawl_job_new(w, watch_root_of(c), true, false, NULL, NULL);
-	if (fd < 0 || !*again || crawl_push(w, *again, parent, fd, dir_name(c)) < 0)
+	err = requeue(w, full, again, c);
+	/* Out of fds or memory says nothing of c: keep it, try again later. */
+	if (err == -ENOMEM || err == -EMFILE || err == -ENFILE)
+		watch_post_rescan(w, full->root);
+	else if (err < 0)
 		tree_kill(&w->tree, c);
 }
 
@@ -417,7 +497,7 @@ static void drop_stale(struct watcher *w, struct root *r, const struct job *j)
 		struct dir *next = tree_next(c, top, stale);
 
 		if (stale)
-			recheck(w, &again, c);
+			recheck(w, j, &again, c);
 		c = next;
 	}
 	if (again)

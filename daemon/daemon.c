@@ -221,8 +221,11 @@ static void push_settings(struct daemon *d)
 		.n_excludes = d->cfg.n_excludes,
 		.prefix_fd = d->prefix_fd,
 	};
+	int r = watcher_set_settings(d->watcher, &ws);
 
-	watcher_set_settings(d->watcher, &ws);
+	if (r < 0)
+		log_errno(r, "cannot apply the exclude settings; the previous ones "
+			  "stay in force");
 }
 
 /*

@@ -150,8 +150,8 @@ static unsigned pass(struct watcher *w, struct drain *dr, int parent_fd,
 	if (r < 0)
 		log_errno(r, "cannot list a cache being relocated");
 	watch_add_moved(&dr->tally, &res);
-	if (res.relocated && w->activity_cb)
-		w->activity_cb(w, w->activity_ud);
+	if (res.relocated)
+		w->activity++;
 	return res.in_flight;
 }
 

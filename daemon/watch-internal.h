@@ -101,6 +101,9 @@ struct job {
 	/* A directory crawled again by name (settle): if its first open
 	 * fails, it moved again, and only a rescan of the root finds it. */
 	bool settle;
+	/* A rescan of unwatched nodes: a name that no longer opens is gone
+	 * (nothing else says so: such a node has no watch of its own). */
+	bool prune;
 	bool started;
 	bool full;            /* a whole-root rescan: drop nodes it did not meet */
 	bool open;            /* items may still be queued: see crawl_job_go() */
@@ -176,6 +179,7 @@ struct watcher {
 	watcher_idle_cb idle_cb;
 	void *idle_ud;
 	watcher_idle_cb activity_cb;
+	unsigned activity;        /* activity_cb calls owed: made by watch_leave() */
 	void *activity_ud;
 	struct pending_move moves[MOVES_MAX];
 	size_t n_moves;

@@ -154,7 +154,7 @@ void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
 	free(path);
 	if (res.ino && (err < 0 || res.outcome == REAP_SKIPPED))
 		avoid(w, res.ino);
-	if (err == 0 && res.outcome != REAP_GONE && res.outcome != REAP_AVOIDED &&
-	    w->activity_cb)
-		w->activity_cb(w, w->activity_ud);
+	/* Told when the watcher returns to the loop (watch_leave()). */
+	if (err == 0 && res.outcome != REAP_GONE && res.outcome != REAP_AVOIDED)
+		w->activity++;
 }

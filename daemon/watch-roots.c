@@ -188,6 +188,7 @@ static void rescan_unwatched(struct watcher *w, struct root *r)
 
 	if (!j)
 		return;
+	j->prune = true;
 	/* Rotate through the index: each tick takes the next batch. */
 	for (k = 0; k < n && pushed < RESCAN_BATCH; k++) {
 		struct dir *u = tree_unwatched_at(t, (start + k) % n);
@@ -332,6 +333,21 @@ int roots_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
 	crawl_push(w, j, NULL, -1, "");
 	crawl_job_go(w, j);
 	return 0;
+}
+
+void roots_recrawl(struct watcher *w, struct root *r, bool reap)
+{
+	struct job *j;
+
+	if (!r->active)
+		return;
+	j = crawl_job_new(w, r, reap, true, NULL, NULL);
+	if (!j) {
+		watch_post_rescan(w, r);
+		return;
+	}
+	crawl_push(w, j, NULL, -1, "");
+	crawl_job_go(w, j);
 }
 
 /* --- the public getters --------------------------------------------------- */

@@ -26,6 +26,9 @@ int roots_add(struct watcher *w, const struct root_conf *rc, root_ready_cb cb,
 	      void *ud);
 int roots_remove(struct watcher *w, const char *path);
 int roots_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud);
+/* Crawl r all over, reaping only if reap (what watcher_set_settings() does
+ * when what may be entered changed). */
+void roots_recrawl(struct watcher *w, struct root *r, bool reap);
 /* Free the removed roots no job pins any more. */
 void roots_reap(struct watcher *w);
 /* Handle ev when its wd is a missing root's anchor: activate those roots. */

@@ -54,9 +54,11 @@ static bool act_on_one(struct watcher *w)
 			roots_activate(w, r, true, NULL, NULL);
 			return true;
 		}
-		if (r->want_rescan) {
+		/* A full crawl under way may have passed what is stale: the
+		 * rescan waits for it to end (its job_done() is an entry). */
+		if (r->want_rescan && !(r->active && crawl_root_busy(w, r, true))) {
 			r->want_rescan = false;
-			if (r->active && !crawl_root_busy(w, r, true))
+			if (r->active)
 				roots_sweep(w, r, NULL, NULL);
 			return true;
 		}
@@ -120,6 +122,13 @@ static void watch_leave(struct watcher *w)
 	tree_reap(&w->tree);
 	roots_reap(w);
 	schedule(w);
+	/* Last, at depth 0: a callback that comes back in is a new entry,
+	 * and nothing of this one is held any more. */
+	while (w->activity && !w->closing) {
+		w->activity--;
+		if (w->activity_cb)
+			w->activity_cb(w, w->activity_ud);
+	}
 }
 
 /* --- the loop's callbacks --------------------------------------------------- */
@@ -232,6 +241,26 @@ int watcher_new(uv_loop_t *loop, struct watcher **out)
 	return 0;
 }
 
+static void free_strv(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static char **copy_strv(char *const *v, size_t n)
+{
+	char **copy = calloc(n + 1, sizeof(*copy));
+
+	for (size_t i = 0; copy && i < n; i++) {
+		if (!(copy[i] = strdup(v[i]))) {
+			free_strv(copy, i);
+			return NULL;
+		}
+	}
+	return copy;
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
 	struct watcher *w = h->data;
@@ -240,6 +269,7 @@ static void on_handle_closed(uv_handle_t *h)
 		return;
 	close(w->fd);
 	free(w->dents);
+	free_strv(w->settings.excludes, w->settings.n_excludes);
 	tree_finish(&w->tree);
 	free(w);
 }
@@ -260,9 +290,36 @@ void watcher_destroy(struct watcher *w)
 	uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
 }
 
-void watcher_set_settings(struct watcher *w, const struct watch_settings *s)
+/* The settings that decide which directories are entered differ. */
+static bool entry_rules_differ(const struct watch_settings *a,
+			       const struct watch_settings *b)
 {
+	if (a->skip_venvs != b->skip_venvs || a->n_excludes != b->n_excludes)
+		return true;
+	for (size_t i = 0; i < a->n_excludes; i++)
+		if (strcmp(a->excludes[i], b->excludes[i]))
+			return true;
+	return false;
+}
+
+int watcher_set_settings(struct watcher *w, const struct watch_settings *s)
+{
+	char **excludes = copy_strv(s->excludes, s->n_excludes);
+	bool changed;
+
+	if (!excludes)
+		return -ENOMEM;
+	changed = entry_rules_differ(&w->settings, s);
+	free_strv(w->settings.excludes, w->settings.n_excludes);
 	w->settings = *s;
+	w->settings.excludes = excludes;
+	if (!changed)
+		return 0;
+	watch_enter(w);
+	for (struct root *r = w->roots; r; r = r->next)
+		roots_recrawl(w, r, r->conf.sweep);
+	watch_leave(w);
+	return 0;
 }
 
 void watcher_on_idle(struct watcher *w, watcher_idle_cb cb, void *ud)

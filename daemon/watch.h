@@ -63,7 +63,7 @@ typedef void (*watcher_idle_cb)(struct watcher *w, void *ud);
 /* Global settings the watcher needs from the configuration. */
 struct watch_settings {
 	bool skip_venvs;
-	char **excludes;        /* [pycached] exclude; borrowed from the config */
+	char **excludes;        /* [pycached] exclude (the watcher keeps a copy) */
 	size_t n_excludes;
 	int prefix_fd;          /* the relocation prefix (O_PATH), borrowed; -1 */
 };
@@ -71,9 +71,16 @@ struct watch_settings {
 int watcher_new(uv_loop_t *loop, struct watcher **out);
 /* Drops every watch; closes handles; frees in the close callbacks. */
 void watcher_destroy(struct watcher *w);
-void watcher_set_settings(struct watcher *w, const struct watch_settings *s);
+/*
+ * Apply s (its excludes are copied). When what may be entered changed (the
+ * excludes, skip_venvs), every root is crawled again as a whole: what is
+ * now excluded is dropped, what is now included watched, and its caches
+ * reaped if the root's sweep says so. 0, or -ENOMEM with nothing changed.
+ */
+int watcher_set_settings(struct watcher *w, const struct watch_settings *s);
 void watcher_on_idle(struct watcher *w, watcher_idle_cb cb, void *ud);
-/* Called after every cache removed, skipped or (observe) judged. */
+/* Called once for every cache removed, skipped or (observe) judged, when
+ * the watcher is about to return to the loop: cb may call back in. */
 void watcher_on_activity(struct watcher *w, watcher_idle_cb cb, void *ud);
 
 /*
