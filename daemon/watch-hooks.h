@@ -19,6 +19,8 @@ unsigned watcher_crawl_items(struct watcher *w, unsigned max);
 void watcher_feed(struct watcher *w, const void *buf, size_t len);
 /* Every draining cache counts as quiet now. */
 void watcher_expire_drains(struct watcher *w);
+/* One tick of the rescan of directories the kernel would not watch. */
+void watcher_rescan_unwatched(struct watcher *w);
 int watcher_inotify_fd(const struct watcher *w);
 /*
  * Check every invariant: the tree's (tree_check()), pins against their

@@ -424,6 +424,13 @@ void watcher_feed(struct watcher *w, const void *buf, size_t len)
 	watch_leave(w);
 }
 
+void watcher_rescan_unwatched(struct watcher *w)
+{
+	watch_enter(w);
+	roots_rescan_unwatched(w);
+	watch_leave(w);
+}
+
 int watcher_inotify_fd(const struct watcher *w)
 {
 	return w->fd;

@@ -5,11 +5,14 @@
  * a root, between the roots, out and back in, churn outside, exchanges
  * with symlinks into bait/, caches with bytecode only or with a user file,
  * virtualenvs, roots removed and re-created, roots removed from the
- * watcher and added back mid-crawl. Interleaved, as the input says: the
+ * watcher and added back mid-crawl (root1 relocates, root0 deletes; a
+ * root added back may switch). Interleaved, as the input says: the
  * watcher reads its real inotify fd (whole wakeups or a few records at a
  * time), runs crawl slices of a chosen size, runs its loop, gets a
- * synthetic IN_Q_OVERFLOW (with or without the queue dropped first). Then
- * everything must settle and world_finish_and_check() must hold.
+ * synthetic IN_Q_OVERFLOW (with or without the queue dropped first), has
+ * its crawl watches refused (ENOSPC), and its activity callback calls
+ * back in (a sweep, a root removed or re-added). Then everything must
+ * settle and world_finish_and_check() must hold.
  *
  * Each operation is one byte, its arguments the bytes after it; a path is
  * an area byte (root0, root1, out), a depth byte (1 to 4) and one byte
@@ -38,7 +41,8 @@ enum op {
 	OP_RMDIR, OP_RENAME, OP_EXCHANGE, OP_VENV,
 	/* on the roots and the watcher */
 	OP_LEGACY, OP_ROOT_RECREATE, OP_ROOT_REMOVE, OP_ROOT_ADD, OP_READ,
-	OP_READ_SOME, OP_CRAWL, OP_OVERFLOW, OP_SWEEP, OP_LOOP,
+	OP_READ_SOME, OP_CRAWL, OP_OVERFLOW, OP_SWEEP, OP_LOOP, OP_REFUSE,
+	OP_REENTER,
 	OP_COUNT
 };
 
@@ -48,6 +52,7 @@ static const char *const op_names[OP_COUNT] = {
 	"mkdir", "mkdir_p", "cache", "cache_user", "user", "rm_rf", "rmdir",
 	"rename", "exchange", "venv", "legacy", "root_recreate", "root_remove",
 	"root_add", "read", "read_some", "crawl", "overflow", "sweep", "loop",
+	"refuse", "reenter",
 };
 
 /* PYCACHED_FUZZ_TRACE=1: say what each operation of an input does. */
@@ -177,6 +182,9 @@ static void watch_op(struct world *wd, enum op op, struct fz_in *in)
 		world_remove_root(wd, (int)i);
 		break;
 	case OP_ROOT_ADD:
+		/* Added again, it may come back in the other mode. */
+		if (!wd->added[i] && (arg & 4))
+			wd->relocate[i] = !wd->relocate[i];
 		world_add_root(wd, (int)i);
 		break;
 	case OP_READ:
@@ -196,6 +204,13 @@ static void watch_op(struct world *wd, enum op op, struct fz_in *in)
 		break;
 	case OP_LOOP:
 		uv_run(&wd->loop, UV_RUN_NOWAIT);
+		break;
+	case OP_REFUSE:
+		world_refuse_watches(wd, arg % 8);
+		break;
+	case OP_REENTER:
+		wd->on_activity = arg % REENTER_COUNT;
+		wd->reentries = 1 + arg / REENTER_COUNT % 4;
 		break;
 	default:
 		break;

@@ -234,6 +234,8 @@ void world_finish_and_check(struct world *wd)
 {
 	char why[256];
 
+	world_refuse_watches(wd, 0);
+	wd->on_activity = REENTER_NOTHING;
 	for (int i = 0; i < WORLD_ROOTS; i++) {
 		fz_mkdir(wd->root[i]);
 		world_add_root(wd, i);

@@ -5,6 +5,7 @@
 #include "world.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "config.h"
 #include "log.h"
 #include "watch-hooks.h"
+#include "watch-internal.h"
 #include "watch.h"
 
 /* Rounds of reading and crawling before the watcher counts as livelocked. */
@@ -23,10 +25,10 @@
 
 static char *exclude_globs[] = { "skip", NULL };
 
-/* The scratch directory, removed at exit. */
+/* The scratch directory, removed at exit and on a finding. */
 static struct world leftover;
 
-static void remove_base(void)
+void world_remove_scratch(void)
 {
 	if (leftover.base[0])
 		fz_rm_rf(&leftover, leftover.base);
@@ -47,7 +49,7 @@ static void make_base(struct world *wd)
 	snprintf(wd->base, sizeof(wd->base), "%s", real);
 	free(real);
 	snprintf(leftover.base, sizeof(leftover.base), "%s", wd->base);
-	atexit(remove_base);
+	atexit(world_remove_scratch);
 	/* Findings are aborts; the daemon's own lines would drown them. */
 	log_set_level(LOG_LEVEL_ERROR);
 }
@@ -114,8 +116,14 @@ void world_reset(struct world *wd)
 	}
 	snprintf(wd->out, sizeof(wd->out), "%s/out", wd->base);
 	snprintf(wd->bait, sizeof(wd->bait), "%s/bait", wd->base);
+	snprintf(wd->prefix, sizeof(wd->prefix), "%s/prefix", wd->base);
 	fz_mkdir(wd->out);
 	fz_mkdir(wd->bait);
+	fz_mkdir(wd->prefix);
+	wd->relocate[0] = false;
+	wd->relocate[1] = true;
+	wd->refuse = 0;
+	wd->on_activity = REENTER_NOTHING;
 	wd->serial = 0;
 	wd->user_made = wd->user_removed = 0;
 	wd->n_marks = 0;
@@ -126,7 +134,7 @@ void world_add_root(struct world *wd, int i)
 {
 	struct root_conf rc = {
 		.path = wd->root[i],
-		.mode = MODE_DELETE,
+		.mode = wd->relocate[i] ? MODE_RELOCATE : MODE_DELETE,
 		.sweep = true,
 	};
 	int r;
@@ -148,20 +156,51 @@ void world_remove_root(struct world *wd, int i)
 	wd->added[i] = false;
 }
 
+/* Calls back in, as the input chose, a few times per input at most. */
+static void on_activity(struct watcher *w, void *ud)
+{
+	struct world *wd = ud;
+
+	if (!wd->reentries)
+		return;
+	wd->reentries--;
+	switch (wd->on_activity) {
+	case REENTER_SWEEP: {
+		struct root *r = watcher_find_root(w, wd->root[0]);
+
+		if (r)
+			(void)watcher_sweep(w, r, NULL, NULL);
+		break;
+	}
+	case REENTER_READD:
+		world_remove_root(wd, 1);
+		world_add_root(wd, 1);
+		break;
+	case REENTER_REMOVE:
+		world_remove_root(wd, 0);
+		break;
+	}
+}
+
 void world_start(struct world *wd)
 {
 	struct watch_settings s = {
 		.skip_venvs = true,
 		.excludes = exclude_globs,
 		.n_excludes = 1,
-		.prefix_fd = -1,
 	};
 	int r;
 
+	s.prefix_fd = wd->prefix_fd = open(wd->prefix, O_PATH | O_DIRECTORY |
+					   O_CLOEXEC);
+	if (wd->prefix_fd < 0)
+		fz_fail("cannot open %s: %s", wd->prefix, strerror(errno));
 	if ((r = uv_loop_init(&wd->loop)) < 0 ||
 	    (r = watcher_new(&wd->loop, &wd->w)) < 0)
 		fz_fail("cannot start a watcher: %s", uv_strerror(r));
-	watcher_set_settings(wd->w, &s);
+	if (watcher_set_settings(wd->w, &s) < 0)
+		fz_fail("cannot set the watcher's settings");
+	watcher_on_activity(wd->w, on_activity, wd);
 	for (int i = 0; i < WORLD_ROOTS; i++)
 		world_add_root(wd, i);
 	world_quiesce(wd);
@@ -176,6 +215,21 @@ static int queued(const struct world *wd)
 	return n;
 }
 
+/* The timers' work, done at once: drains, and the slow rescan of what
+ * the kernel would not watch. True when there was some. */
+static bool timers_due(struct world *wd)
+{
+	if (wd->w->drains) {
+		watcher_expire_drains(wd->w);
+		return true;
+	}
+	if (tree_unwatched_count(&wd->w->tree)) {
+		watcher_rescan_unwatched(wd->w);
+		return true;
+	}
+	return false;
+}
+
 void world_quiesce(struct world *wd)
 {
 	unsigned quiet = 0;
@@ -183,7 +237,7 @@ void world_quiesce(struct world *wd)
 	for (unsigned i = 0; i < QUIESCE_ROUNDS; i++) {
 		watcher_read_events(wd->w);
 		watcher_crawl_items(wd->w, UINT32_MAX);
-		if (watcher_busy(wd->w) || queued(wd) > 0)
+		if (watcher_busy(wd->w) || queued(wd) > 0 || timers_due(wd))
 			quiet = 0;
 		else if (++quiet == 2)
 			return;
@@ -202,4 +256,5 @@ void world_stop(struct world *wd)
 	r = uv_loop_close(&wd->loop);
 	if (r != 0)
 		fz_fail("uv_loop_close after the watcher: %s", uv_strerror(r));
+	close(wd->prefix_fd);
 }

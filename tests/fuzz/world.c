@@ -21,6 +21,30 @@
 #include "watch-internal.h"
 #include "watch.h"
 
+/* The world whose crawl watches are refused: one per process. */
+static unsigned *refusals;
+
+int __real_inotify_add_watch(int fd, const char *path, uint32_t mask);
+int __wrap_inotify_add_watch(int fd, const char *path, uint32_t mask);
+
+/* What a full fs.inotify.max_user_watches does to the crawl's watches
+ * (anchors and drains are left alone: a missing root must come back). */
+int __wrap_inotify_add_watch(int fd, const char *path, uint32_t mask)
+{
+	if (refusals && *refusals && mask == WATCH_MASK) {
+		(*refusals)--;
+		errno = ENOSPC;
+		return -1;
+	}
+	return __real_inotify_add_watch(fd, path, mask);
+}
+
+void world_refuse_watches(struct world *wd, unsigned n)
+{
+	refusals = &wd->refuse;
+	wd->refuse = n;
+}
+
 void fz_fail(const char *fmt, ...)
 {
 	va_list ap;
@@ -30,6 +54,7 @@ void fz_fail(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	world_remove_scratch();
 	abort();
 }
 

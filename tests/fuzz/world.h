@@ -61,9 +61,15 @@ struct world {
 	char root[WORLD_ROOTS][PATH_MAX / 2];
 	char out[PATH_MAX / 2];
 	char bait[PATH_MAX / 2];
+	char prefix[PATH_MAX / 2];    /* where root1's bytecode is relocated */
+	int prefix_fd;
 	uv_loop_t loop;
 	struct watcher *w;
 	bool added[WORLD_ROOTS];
+	bool relocate[WORLD_ROOTS];   /* the mode a root is added with */
+	unsigned refuse;          /* crawl watches to refuse (ENOSPC) still */
+	unsigned on_activity;     /* what the activity callback does (0: nothing) */
+	unsigned reentries;       /* how often it may still call back in */
 	unsigned long serial;     /* unique names */
 	long user_made;           /* user files made by the fuzzer */
 	long user_removed;        /* ...and removed by the fuzzer */
@@ -72,6 +78,9 @@ struct world {
 	size_t n_marks;
 };
 
+/* Remove the process's scratch directory (at exit, and before a finding
+ * aborts: the replay makes it again). */
+void world_remove_scratch(void);
 /* Print and abort(): a finding. */
 __attribute__((noreturn, format(printf, 1, 2)))
 void fz_fail(const char *fmt, ...);
@@ -88,6 +97,18 @@ void world_finish_and_check(struct world *wd);
 char *world_snapshot(const char *dir);
 /* Destroy the watcher; its loop must close clean. */
 void world_stop(struct world *wd);
+
+/* The activity callback calls back into the watcher: */
+enum {
+	REENTER_NOTHING,
+	REENTER_SWEEP,      /* sweeps root0 */
+	REENTER_READD,      /* removes root1 and adds it again */
+	REENTER_REMOVE,     /* removes root0 */
+	REENTER_COUNT,
+};
+
+/* Refuse the next n watches the crawl adds, as ENOSPC does. */
+void world_refuse_watches(struct world *wd, unsigned n);
 
 /* Add or remove root i through the watcher's public API. */
 void world_add_root(struct world *wd, int i);
