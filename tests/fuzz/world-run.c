@@ -130,6 +130,7 @@ void world_reset(struct world *wd)
 	make_bait(wd);
 }
 
+/* The flags change before the calls: a callback may come back in. */
 void world_add_root(struct world *wd, int i)
 {
 	struct root_conf rc = {
@@ -141,19 +142,19 @@ void world_add_root(struct world *wd, int i)
 
 	if (wd->added[i])
 		return;
+	wd->added[i] = true;
 	r = watcher_add_root(wd->w, &rc, NULL, NULL);
 	if (r < 0)
 		fz_fail("cannot add root %d: %s", i, strerror(-r));
-	wd->added[i] = true;
 }
 
 void world_remove_root(struct world *wd, int i)
 {
 	if (!wd->added[i])
 		return;
+	wd->added[i] = false;
 	if (watcher_remove_root(wd->w, wd->root[i]) < 0)
 		fz_fail("root %d was added but cannot be removed", i);
-	wd->added[i] = false;
 }
 
 /* Calls back in, as the input chose, a few times per input at most. */
