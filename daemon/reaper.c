@@ -100,14 +100,18 @@ static int explain_open_error(int parent_fd, const char *name, int err,
 static int check_cache_dir(int fd, const struct reap_policy *p,
 			   struct reap_result *res, struct stat *st)
 {
-	uint64_t mnt_id, ino;
-	int r;
+	struct statx stx;
+	uint64_t mnt_id;
 
-	if (fstat(fd, st) < 0)
+	if (fstat(fd, st) < 0 ||
+	    statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
+		  STATX_INO | STATX_MNT_ID | STATX_BTIME, &stx) < 0)
 		return -errno;
-	r = reaper_fd_identity(fd, &mnt_id, &ino);
-	if (r < 0)
-		return r;
+	/* Kernels before 5.8 give no mount id: 0 then matches 0. */
+	mnt_id = (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : 0;
+	res->birth = (stx.stx_mask & STATX_BTIME) ?
+		     (uint64_t)stx.stx_btime.tv_sec * 1000000000u +
+		     stx.stx_btime.tv_nsec : 0;
 	if (st->st_uid != p->uid) {
 		set_reason(res, REAP_SKIPPED, "it is owned by uid %u, not by uid %u",
 			   (unsigned)st->st_uid, (unsigned)p->uid);
@@ -317,10 +321,10 @@ bool reaper_is_leftover(const char *name)
 	       strspn(p + pid + 1, "0123456789") == strlen(p + pid + 1);
 }
 
-static bool avoided(const struct reap_policy *p, uint64_t ino)
+static bool avoided(const struct reap_policy *p, const struct reap_result *res)
 {
 	for (size_t i = 0; i < p->n_avoid; i++)
-		if (p->avoid[i] == ino)
+		if (p->avoid[i].ino == res->ino && p->avoid[i].birth == res->birth)
 			return true;
 	return false;
 }
@@ -406,7 +410,7 @@ static int open_cache(int parent_fd, const char *name,
 	r = check_cache_dir(*fd, p, res, st);
 	if (r > 0)
 		res->ino = st->st_ino;
-	if (r > 0 && avoided(p, st->st_ino)) {
+	if (r > 0 && avoided(p, res)) {
 		res->outcome = REAP_AVOIDED;
 		r = 0;
 	}

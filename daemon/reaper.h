@@ -21,13 +21,23 @@ enum reap_outcome {
 	REAP_AVOIDED,      /* failed before and unchanged since: left, silently */
 };
 
+/*
+ * A cache by identity: its inode and its birth time (statx btime, in ns;
+ * 0 where the filesystem keeps none). The inode number alone is not an
+ * identity: ext4 gives a freed one to the next new directory at once.
+ */
+struct reap_identity {
+	uint64_t ino;
+	uint64_t birth;
+};
+
 struct reap_policy {
 	uid_t uid;           /* the owner a cache must have */
 	uint64_t mnt_id;     /* the root's mount (statx stx_mnt_id) */
 	bool observe;        /* decide, but touch nothing */
 	int prefix_fd;       /* relocate into this PYTHONPYCACHEPREFIX tree; -1: delete */
 	const char *src_dir; /* absolute path of the cache's parent, for the prefix */
-	const uint64_t *avoid;   /* inodes of caches that failed: do not retry */
+	const struct reap_identity *avoid;   /* caches that failed: do not retry */
 	size_t n_avoid;
 };
 
@@ -39,6 +49,7 @@ struct reap_result {
 	unsigned copied;     /* of those, copied across filesystems */
 	int relocate_error;  /* -errno when the prefix could not be used: deleted */
 	uint64_t ino;        /* the cache directory's inode, once it was opened */
+	uint64_t birth;      /* and its birth time (see struct reap_identity) */
 	unsigned in_flight;  /* reaper_drain: CPython temporaries still there */
 	unsigned foreign;    /* reaper_drain: entries that are not bytecode */
 	char reason[128];    /* why it was skipped */

@@ -188,7 +188,7 @@ struct watcher {
 	 * events (a failed evict renames the cache back, which is an event of
 	 * its own), only by a sweep, which empties this ring.
 	 */
-	uint64_t avoid[AVOID_MAX];
+	struct reap_identity avoid[AVOID_MAX];
 	size_t n_avoid, avoid_next;
 	struct drain *drains;
 	size_t n_drains;

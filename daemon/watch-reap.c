@@ -71,9 +71,10 @@ static void account(struct root *r, const struct dir *parent, const char *path,
 	}
 }
 
-static void avoid(struct watcher *w, uint64_t ino)
+static void avoid(struct watcher *w, const struct reap_result *res)
 {
-	w->avoid[w->avoid_next] = ino;
+	w->avoid[w->avoid_next].ino = res->ino;
+	w->avoid[w->avoid_next].birth = res->birth;
 	w->avoid_next = (w->avoid_next + 1) % AVOID_MAX;
 	if (w->n_avoid < AVOID_MAX)
 		w->n_avoid++;
@@ -153,7 +154,7 @@ void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
 	free(src_dir);
 	free(path);
 	if (res.ino && (err < 0 || res.outcome == REAP_SKIPPED))
-		avoid(w, res.ino);
+		avoid(w, &res);
 	/* Told when the watcher returns to the loop (watch_leave()). */
 	if (err == 0 && res.outcome != REAP_GONE && res.outcome != REAP_AVOIDED)
 		w->activity++;

@@ -19,13 +19,22 @@
 #include "watch-hooks.h"
 #include "watch-internal.h"
 
-static bool avoided(const struct watcher *w, uint64_t ino)
+/* The watcher avoids the cache open at fd on purpose (it skipped it). */
+static bool avoided(const struct watcher *w, int fd)
 {
+	struct statx stx;
+	uint64_t birth;
+
 	/* A full ring may have forgotten a skip: nothing can be said then. */
 	if (w->n_avoid == AVOID_MAX)
 		return true;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &stx) < 0)
+		fz_fail("statx of a cache: %s", strerror(errno));
+	birth = (stx.stx_mask & STATX_BTIME) ?
+		(uint64_t)stx.stx_btime.tv_sec * 1000000000u + stx.stx_btime.tv_nsec
+		: 0;
 	for (size_t i = 0; i < w->n_avoid; i++)
-		if (w->avoid[i] == ino)
+		if (w->avoid[i].ino == stx.stx_ino && w->avoid[i].birth == birth)
 			return true;
 	return false;
 }
@@ -35,13 +44,15 @@ static void check_cache(const struct world *wd, int at, const char *path)
 {
 	int fd = openat(at, PYCACHE_NAME, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 			O_CLOEXEC);
-	bool bytecode_only = true;
-	struct stat st;
+	bool bytecode_only = true, spared;
 	struct dirent *de;
 	DIR *d;
 
-	if (fd < 0 || fstat(fd, &st) < 0 || !(d = fdopendir(fd)))
+	if (fd < 0)
 		fz_fail("%s/__pycache__: cannot open it to check it", path);
+	spared = avoided(wd->w, fd);
+	if (!(d = fdopendir(fd)))
+		fz_fail("%s/__pycache__: cannot list it", path);
 	while ((de = readdir(d))) {
 		struct stat e;
 
@@ -52,7 +63,7 @@ static void check_cache(const struct world *wd, int at, const char *path)
 			bytecode_only = false;
 	}
 	closedir(d);
-	if (bytecode_only && !avoided(wd->w, st.st_ino))
+	if (bytecode_only && !spared)
 		fz_fail("%s/__pycache__ holds only bytecode and was left", path);
 }
 

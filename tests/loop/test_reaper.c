@@ -429,14 +429,28 @@ static void test_read_only_cache_not_renamed(void **state)
 static void test_avoided_cache_untouched(void **state)
 {
 	struct rfx *f = *state;
-	struct stat st;
-	uint64_t avoid[2] = { 1 };
+	struct statx stx;
+	struct reap_identity avoid[3] = { { 1, 0 } };
 
 	must(lt_cache("m", "%s", f->base));
-	assert_int_equal(fstatat(f->pfd, "__pycache__", &st, 0), 0);
-	avoid[1] = st.st_ino;
+	assert_int_equal(statx(f->pfd, "__pycache__", AT_SYMLINK_NOFOLLOW,
+			       STATX_INO | STATX_BTIME, &stx), 0);
+	/* The same inode number born at another time is another cache. */
+	avoid[1].ino = stx.stx_ino;
+	avoid[1].birth = 1;
 	f->pol.avoid = avoid;
 	f->pol.n_avoid = 2;
+	if (stx.stx_mask & STATX_BTIME) {
+		f->pol.observe = true;   /* judged, not touched */
+		assert_int_equal(reap(f), 0);
+		expect(f, REAP_WOULD_REMOVE, NULL);
+		f->pol.observe = false;
+	}
+	avoid[2].ino = stx.stx_ino;
+	avoid[2].birth = (stx.stx_mask & STATX_BTIME) ?
+			 (uint64_t)stx.stx_btime.tv_sec * 1000000000u +
+			 stx.stx_btime.tv_nsec : 0;
+	f->pol.n_avoid = 3;
 	assert_int_equal(reap(f), 0);
 	expect(f, REAP_AVOIDED, NULL);
 	assert_true(lt_exists("%s/__pycache__/m.cpython-311.pyc", f->base));
