@@ -306,7 +306,7 @@ bool hx_alive(struct hx *h)
 	return false;
 }
 
-static void hx_drain_notify(struct hx *h)
+void hx_drain_notify(struct hx *h)
 {
 	char buf[4096];
 	while (recv(h->notify_fd, buf, sizeof buf, MSG_DONTWAIT) >= 0)

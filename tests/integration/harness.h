@@ -91,6 +91,14 @@ bool hx_alive(struct hx *h);
 /* kill -STOP and wait until the kernel reports it stopped; kill -CONT. */
 void hx_freeze(struct hx *h);
 void hx_thaw(struct hx *h);
+/*
+ * Throw away what the daemon sent to our NOTIFY_SOCKET. Its STATUS=
+ * updates (one every 2 s while busy) fill the datagram queue
+ * (net.unix.max_dgram_qlen, 10 here) within half a minute, and then
+ * sd_notify() blocks the daemon for good: a long test calls this while
+ * it waits.
+ */
+void hx_drain_notify(struct hx *h);
 /* CPU ticks (utime+stime) the daemon has used so far. */
 unsigned long long hx_cpu_ticks(struct hx *h);
 
