@@ -504,12 +504,6 @@ static void drop_stale(struct watcher *w, struct root *r, const struct job *j)
 		crawl_job_go(w, again);
 }
 
-static void set_state(struct root *r, enum root_state s, const char *reason)
-{
-	r->state = s;
-	snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
-}
-
 static void job_done(struct watcher *w, struct job *j)
 {
 	struct root *r = j->root;
@@ -522,13 +516,11 @@ static void job_done(struct watcher *w, struct job *j)
 	 * newer generation, and what this one missed is rechecked anyway. */
 	if (j->full && j->status == 0 && !r->dead)
 		drop_stale(w, r, j);
-	if (r->active && !crawl_root_busy(w, r, false)) {
-		bool degraded = r->tt.unwatched > 0;
-
-		set_state(r, degraded ? ROOT_DEGRADED : ROOT_ACTIVE,
-			  degraded ? "the inotify watch limit is reached" : NULL);
+	/* A whole crawl ended: the root is known, active or degraded. */
+	if (r->active && j->full)
+		r->crawled = true;
+	if (r->active && !crawl_root_busy(w, r, false))
 		r->want_warn = true;
-	}
 	if (j->status < 0 && j->status != -ECANCELED)
 		log_errno(j->status, "%s: part of it could not be crawled",
 			  r->conf.path);

@@ -59,8 +59,11 @@ struct root {
 	uint64_t ino;
 	uint64_t mnt_id;
 	struct tree_top tt;   /* its directories */
-	enum root_state state;
-	char reason[160];
+	/* The state is derived (root_state()): missing while not active,
+	 * crawling until a whole crawl of it ended, then active or degraded
+	 * as tt says. */
+	bool crawled;
+	char reason[160];     /* why it is missing */
 	/* Posted by lower modules, acted on by watch_leave(). */
 	bool want_activate;   /* lost: find it again, or wait for it */
 	bool want_rescan;     /* the names held are stale: crawl it all */

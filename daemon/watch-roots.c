@@ -70,16 +70,16 @@ void roots_anchor_event(struct watcher *w, const struct inotify_event *ev)
 
 /* --- found, lost ---------------------------------------------------------- */
 
-static void set_state(struct root *r, enum root_state s, const char *reason)
+static void set_missing(struct root *r, const char *reason)
 {
-	r->state = s;
-	snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
+	r->crawled = false;
+	snprintf(r->reason, sizeof(r->reason), "%s", reason);
 }
 
 static void root_missing(struct watcher *w, struct root *r, int err, int anchor,
 			 const char *next)
 {
-	set_state(r, ROOT_MISSING, err == -ENOENT ? "it does not exist" :
+	set_missing(r, err == -ENOENT ? "it does not exist" :
 		  err == -ENOTDIR || err == -ELOOP ?
 		  "it is not a directory, or a symbolic link is on the way" :
 		  strerror(-err));
@@ -122,7 +122,7 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 	    !(j = crawl_job_new(w, r, reap, true, cb, ud))) {
 		if (fd >= 0)
 			close(fd);
-		set_state(r, ROOT_MISSING, "out of memory");
+		set_missing(r, "out of memory");
 		if (cb)
 			cb(r, -ENOMEM, ud);
 		return;
@@ -135,7 +135,8 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 	r->stats.pays_copy = r->conf.mode == MODE_RELOCATE &&
 			     !same_device(fd, w->settings.prefix_fd);
 	close(fd);
-	set_state(r, ROOT_CRAWLING, NULL);
+	r->crawled = false;
+	r->reason[0] = '\0';
 	crawl_push(w, j, NULL, -1, "");
 	crawl_job_go(w, j);
 }
@@ -386,7 +387,11 @@ const struct root_conf *root_conf(const struct root *r)
 
 enum root_state root_state(const struct root *r)
 {
-	return r->state;
+	if (!r->active)
+		return ROOT_MISSING;
+	if (!r->crawled)
+		return ROOT_CRAWLING;
+	return r->tt.unwatched ? ROOT_DEGRADED : ROOT_ACTIVE;
 }
 
 const char *root_state_name(enum root_state s)
@@ -403,7 +408,14 @@ const char *root_state_name(enum root_state s)
 
 const char *root_state_reason(const struct root *r)
 {
-	return r->reason[0] ? r->reason : NULL;
+	switch (root_state(r)) {
+	case ROOT_MISSING:
+		return r->reason[0] ? r->reason : NULL;
+	case ROOT_DEGRADED:
+		return "the inotify watch limit is reached";
+	default:
+		return NULL;
+	}
 }
 
 const struct root_stats *root_stats(const struct root *r)
