@@ -27,6 +27,10 @@
  *    root it has left. Names are unique among siblings and are never "",
  *    ".", ".." or hold '/'; tree_move() refuses to put a node under itself
  *    or into another top's tree, so the tree has no cycle.
+ *
+ * struct root (watch-internal.h) lives by the same rule: removed, it is
+ * killed (its crawl cancelled, its drains finished, its tree killed) and
+ * freed at the same outermost exit once no crawl job pins it.
  */
 #ifndef PYCACHED_TREE_H
 #define PYCACHED_TREE_H

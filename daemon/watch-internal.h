@@ -33,6 +33,9 @@
 /* What every directory watch subscribes: no IN_MODIFY/IN_ATTRIB, no noise. */
 #define WATCH_MASK (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | \
 		    IN_MOVE_SELF | IN_ONLYDIR)
+/* Caches remembered per root as not to be retried (struct root::avoid). */
+#define AVOID_MAX 16
+
 /* What the nearest ancestor of a missing root subscribes. */
 #define ANCHOR_MASK (IN_CREATE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | \
 		     IN_ONLYDIR)
@@ -71,6 +74,13 @@ struct root {
 	int anchor_wd;        /* watch on the nearest existing ancestor, or -1 */
 	char *anchor_next;    /* the name the anchor waits for, owned */
 	size_t unwatched_next;    /* where the next rescan tick starts */
+	/*
+	 * Its caches whose reap failed or was skipped: not retried on their own
+	 * events (a failed evict renames the cache back, which is an event of
+	 * its own), only by a sweep of the root, which empties this ring.
+	 */
+	struct reap_identity avoid[AVOID_MAX];
+	size_t n_avoid, avoid_next;
 	bool warned_unwatched;
 	struct root_stats stats;
 #define HOT_MAX 16
@@ -155,7 +165,6 @@ struct pending_move {
 
 #define MOVES_MAX 8
 #define STALE_MAX 16
-#define AVOID_MAX 16
 #define DENTS_SIZE (32 * 1024)
 
 struct watcher {
@@ -186,13 +195,6 @@ struct watcher {
 	void *activity_ud;
 	struct pending_move moves[MOVES_MAX];
 	size_t n_moves;
-	/*
-	 * Caches whose reap failed or was skipped: not retried on their own
-	 * events (a failed evict renames the cache back, which is an event of
-	 * its own), only by a sweep, which empties this ring.
-	 */
-	struct reap_identity avoid[AVOID_MAX];
-	size_t n_avoid, avoid_next;
 	struct drain *drains;
 	size_t n_drains;
 	/*

@@ -71,13 +71,13 @@ static void account(struct root *r, const struct dir *parent, const char *path,
 	}
 }
 
-static void avoid(struct watcher *w, const struct reap_result *res)
+static void avoid(struct root *r, const struct reap_result *res)
 {
-	w->avoid[w->avoid_next].ino = res->ino;
-	w->avoid[w->avoid_next].birth = res->birth;
-	w->avoid_next = (w->avoid_next + 1) % AVOID_MAX;
-	if (w->n_avoid < AVOID_MAX)
-		w->n_avoid++;
+	r->avoid[r->avoid_next].ino = res->ino;
+	r->avoid[r->avoid_next].birth = res->birth;
+	r->avoid_next = (r->avoid_next + 1) % AVOID_MAX;
+	if (r->n_avoid < AVOID_MAX)
+		r->n_avoid++;
 }
 
 /* The path string is for the log and last_skip only: build it when read. */
@@ -99,8 +99,8 @@ void watch_policy(const struct watcher *w, const struct root *r,
 		.observe = r->conf.mode == MODE_OBSERVE,
 		.prefix_fd = src_dir ? w->settings.prefix_fd : -1,
 		.src_dir = src_dir,
-		.avoid = w->avoid,
-		.n_avoid = w->n_avoid,
+		.avoid = r->avoid,
+		.n_avoid = r->n_avoid,
 	};
 }
 
@@ -154,7 +154,7 @@ void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
 	free(src_dir);
 	free(path);
 	if (res.ino && (err < 0 || res.outcome == REAP_SKIPPED))
-		avoid(w, &res);
+		avoid(r, &res);
 	/* Told when the watcher returns to the loop (watch_leave()). */
 	if (err == 0 && res.outcome != REAP_GONE && res.outcome != REAP_AVOIDED)
 		w->activity++;

@@ -325,7 +325,7 @@ int roots_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
 
 	if (!r->active)
 		return -ENOENT;
-	w->n_avoid = 0;
+	r->n_avoid = 0;
 	j = crawl_job_new(w, r, true, true, cb, ud);
 	if (!j)
 		return -ENOMEM;

@@ -16,31 +16,32 @@
 
 #include "match.h"
 #include "reaper.h"
+#include "watch-fs.h"
 #include "watch-hooks.h"
 #include "watch-internal.h"
 
-/* The watcher avoids the cache open at fd on purpose (it skipped it). */
-static bool avoided(const struct watcher *w, int fd)
+/* Root r avoids the cache open at fd on purpose (it skipped it). */
+static bool avoided(const struct root *r, int fd)
 {
 	struct statx stx;
 	uint64_t birth;
 
 	/* A full ring may have forgotten a skip: nothing can be said then. */
-	if (w->n_avoid == AVOID_MAX)
+	if (r->n_avoid == AVOID_MAX)
 		return true;
 	if (statx(fd, "", AT_EMPTY_PATH, STATX_INO | STATX_BTIME, &stx) < 0)
 		fz_fail("statx of a cache: %s", strerror(errno));
 	birth = (stx.stx_mask & STATX_BTIME) ?
 		(uint64_t)stx.stx_btime.tv_sec * 1000000000u + stx.stx_btime.tv_nsec
 		: 0;
-	for (size_t i = 0; i < w->n_avoid; i++)
-		if (w->avoid[i].ino == stx.stx_ino && w->avoid[i].birth == birth)
+	for (size_t i = 0; i < r->n_avoid; i++)
+		if (r->avoid[i].ino == stx.stx_ino && r->avoid[i].birth == birth)
 			return true;
 	return false;
 }
 
 /* A cache in a root: gone, or kept for something that is not bytecode. */
-static void check_cache(const struct world *wd, int at, const char *path)
+static void check_cache(const struct dir *parent, int at, const char *path)
 {
 	int fd = openat(at, PYCACHE_NAME, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 			O_CLOEXEC);
@@ -50,7 +51,7 @@ static void check_cache(const struct world *wd, int at, const char *path)
 
 	if (fd < 0)
 		fz_fail("%s/__pycache__: cannot open it to check it", path);
-	spared = avoided(wd->w, fd);
+	spared = avoided(watch_root_of(parent), fd);
 	if (!(d = fdopendir(fd)))
 		fz_fail("%s/__pycache__: cannot list it", path);
 	while ((de = readdir(d))) {
@@ -85,7 +86,7 @@ static bool walk_entry(const struct world *wd, int at, const struct dir *node,
 	int fd;
 
 	if (!strcmp(name, PYCACHE_NAME)) {
-		check_cache(wd, at, path);
+		check_cache(node, at, path);
 		return false;
 	}
 	if (!strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)))
