@@ -300,6 +300,59 @@ static void prune_children(struct watcher *w, struct dir *d, int fd)
 	}
 }
 
+/* What one listing of a directory found, besides its subdirectories. */
+struct listing {
+	struct dirref *ref;   /* owns the fd once a subdirectory was queued */
+	bool pycache;
+	bool venv;
+	char leftover[64];    /* a killed daemon's reap in flight */
+};
+
+/* One entry of d's listing: noted, or queued when a directory to crawl. */
+static int note_entry(struct watcher *w, struct job *j, struct dir *d, int fd,
+		      const struct dirent64 *de, struct listing *ls)
+{
+	const char *name = de->d_name;
+	bool maybe_dir = de->d_type == DT_DIR || de->d_type == DT_UNKNOWN;
+
+	if (!strcmp(name, PYCACHE_NAME)) {
+		ls->pycache = true;
+	} else if (maybe_dir && reaper_is_leftover(name) &&
+		   strlen(name) < sizeof(ls->leftover)) {
+		strcpy(ls->leftover, name);
+	} else if (!strcmp(name, "pyvenv.cfg")) {
+		ls->venv = w->settings.skip_venvs && !dir_is_top(d);
+	} else if (maybe_dir && !skip_name(w, j->root, name) &&
+		   is_dir_entry(fd, de)) {
+		/* Files never get this far: no glob is worth matching. */
+		if (!ls->ref && !(ls->ref = dirref_new(fd, d)))
+			return -ENOMEM;
+		push_item(w, j, ls->ref, name, false);
+	}
+	return 0;
+}
+
+/* getdents64 into one shared buffer: no DIR, no dup, no malloc per dir. */
+static void list_dir(struct watcher *w, struct job *j, struct dir *d, int fd,
+		     struct listing *ls)
+{
+	ssize_t n;
+
+	while ((n = getdents64(fd, w->dents, DENTS_SIZE)) > 0) {
+		for (ssize_t off = 0; off < n;) {
+			const struct dirent64 *de = (const void *)(w->dents + off);
+
+			off += de->d_reclen;
+			if (note_entry(w, j, d, fd, de, ls) < 0) {
+				j->status = -ENOMEM;
+				return;
+			}
+		}
+	}
+	if (n < 0)
+		j->status = -errno;
+}
+
 /*
  * List d (open at fd): queue its subdirectories, then take its cache. A
  * pyvenv.cfg makes it a virtualenv, whose subtree is dropped (pip's
@@ -307,60 +360,29 @@ static void prune_children(struct watcher *w, struct dir *d, int fd)
  */
 static void scan(struct watcher *w, struct job *j, struct dir *d, int fd)
 {
-	struct root *r = j->root;
-	struct dirref *ref = NULL;
-	bool pycache = false, venv = false;
-	char leftover[64] = "";
-	ssize_t n;
+	struct listing ls = { 0 };
 
-	/* getdents64 into one shared buffer: no DIR, no dup, no malloc per dir. */
-	while ((n = getdents64(fd, w->dents, DENTS_SIZE)) > 0) {
-		for (ssize_t off = 0; off < n;) {
-			const struct dirent64 *de = (const void *)(w->dents + off);
-
-			off += de->d_reclen;
-			if (!strcmp(de->d_name, PYCACHE_NAME)) {
-				pycache = true;
-			} else if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) &&
-				   reaper_is_leftover(de->d_name) &&
-				   strlen(de->d_name) < sizeof(leftover)) {
-				strcpy(leftover, de->d_name);
-			} else if (!strcmp(de->d_name, "pyvenv.cfg")) {
-				venv = w->settings.skip_venvs && !dir_is_top(d);
-			} else if (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) {
-				continue;   /* files: no glob is worth matching */
-			} else if (!skip_name(w, r, de->d_name) && is_dir_entry(fd, de)) {
-				if (!ref && !(ref = dirref_new(fd, d))) {
-					j->status = -ENOMEM;
-					goto out;
-				}
-				push_item(w, j, ref, de->d_name, false);
-			}
-		}
-	}
-	if (n < 0)
-		j->status = -errno;
+	list_dir(w, j, d, fd, &ls);
 	if (j->prune)
 		prune_children(w, d, fd);
-out:
 	/* The dirref owns fd once made, even if no item could be queued. */
-	if (!ref) {
+	if (!ls.ref) {
 		close(fd);
-	} else if (!ref->refs) {
-		ref->refs = 1;
-		dirref_put(ref);
+	} else if (!ls.ref->refs) {
+		ls.ref->refs = 1;
+		dirref_put(ls.ref);
 	}
-	if (venv) {
+	if (ls.venv) {
 		log_debug("%s is a virtualenv: not watched", dir_name(d));
 		tree_kill(&w->tree, d);
 	} else if (j->reap) {
 		/* Through the root again: this fd may have left it (an ancestor
 		 * renamed gives no event). A leftover of a killed daemon goes
 		 * too (one per listing). */
-		if (pycache && drain_take(w, d, PYCACHE_NAME, j->at_once) < 0)
+		if (ls.pycache && drain_take(w, d, PYCACHE_NAME, j->at_once) < 0)
 			return;
-		if (leftover[0] && dir_alive(d))
-			drain_take(w, d, leftover, true);
+		if (ls.leftover[0] && dir_alive(d))
+			drain_take(w, d, ls.leftover, true);
 	}
 }
 

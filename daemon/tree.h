@@ -119,6 +119,8 @@ static inline struct dir *dir_parent(const struct dir *d)
 }
 
 const char *dir_name(const struct dir *d);
+/* Not "", ".", ".." and no '/'. */
+bool tree_name_ok(const char *name);
 /* The top d hangs from, or NULL when d is dead. */
 struct tree_top *tree_top_of(const struct dir *d);
 /* a is d or one of its ancestors. */
@@ -182,7 +184,7 @@ char *tree_relpath(const struct dir *d);
 char *tree_path(const struct dir *d, const char *base, const char *name);
 
 /*
- * Check every invariant of the tree: links, shapes, names, both indexes,
+ * Check every invariant of the tree (tree-check.c): links, shapes, names, both indexes,
  * the counts of each top, the graveyard, and that every live node hangs
  * from one of the n tops. 0, or -EUCLEAN with why (len bytes) filled.
  */
