@@ -1,8 +1,8 @@
 /*
  * The chaos test's look at the trees once the workers are done: walks that
- * never follow a symlink, sets of names, the caches pycached left behind
- * and a snapshot of bait/; and the few helpers the workers share. Memory:
- * chaos_x* abort when out of it.
+ * never follow a symlink (hx_walk), sets of names, the caches pycached left
+ * behind and a snapshot of bait/; and the few helpers the workers share.
+ * Memory: chaos_x* abort when out of it, hx_walk fails the test.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "chaos-ops.h"
+#include "harness.h"
 
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 
@@ -115,22 +116,13 @@ bool chaos_names_load(struct chaos_names *s, const char *path)
 	return ok;
 }
 
-/* --- walking ------------------------------------------------------------- */
+/* --- what the checks look for -------------------------------------------- */
 
-/* Called for each entry of dir (open at dfd); true: descend into it. */
-typedef bool (*visit_fn)(const char *dir, int dfd, const char *name,
-			 unsigned char type, void *arg);
-
-static unsigned char entry_type(int dfd, const struct dirent *de)
-{
-	struct stat st;
-	if (de->d_type != DT_UNKNOWN)
-		return de->d_type;
-	if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return DT_UNKNOWN;
-	return S_ISDIR(st.st_mode) ? DT_DIR : S_ISLNK(st.st_mode) ? DT_LNK
-	       : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
-}
+/*
+ * The walks are hx_walk()'s (harness.h), which fails the cmocka test on
+ * out of memory: fine here, as the checks run in the parent, never in a
+ * worker.
+ */
 
 static char *join(const char *dir, const char *name)
 {
@@ -138,45 +130,6 @@ static char *join(const char *dir, const char *name)
 	sprintf(p, "%s/%s", dir, name);
 	return p;
 }
-
-/* One directory; the ones to descend into go on the stack. */
-static void walk_dir(struct chaos_names *stack, const char *dir, visit_fn fn,
-		     void *arg)
-{
-	int fd = open(dir, DIR_FLAGS);
-	DIR *d = fd < 0 ? NULL : fdopendir(fd);
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	for (struct dirent *de; (de = readdir(d));) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		unsigned char type = entry_type(fd, de);
-		if (fn(dir, fd, de->d_name, type, arg) && type == DT_DIR) {
-			char *sub = join(dir, de->d_name);
-			chaos_names_add(stack, sub);
-			free(sub);
-		}
-	}
-	closedir(d);
-}
-
-/* Depth-first and iterative: moved trees can nest deep. */
-static void walk(const char *tree, visit_fn fn, void *arg)
-{
-	struct chaos_names stack = { 0 };
-	chaos_names_add(&stack, tree);
-	while (stack.n) {
-		char *dir = stack.v[--stack.n];
-		walk_dir(&stack, dir, fn, arg);
-		free(dir);
-	}
-	chaos_names_free(&stack);
-}
-
-/* --- what the checks look for -------------------------------------------- */
 
 static bool collect_visit(const char *dir, int dfd, const char *name,
 			  unsigned char type, void *arg)
@@ -188,7 +141,7 @@ static bool collect_visit(const char *dir, int dfd, const char *name,
 
 void chaos_collect_user_files(const char *tree, struct chaos_names *out)
 {
-	walk(tree, collect_visit, out);
+	hx_walk(tree, collect_visit, out);
 }
 
 /* As pycached's match_bytecode_name(): *.pyc, *.pyo, *.pyc.<digits>. */
@@ -219,7 +172,7 @@ static bool bytecode_only(int dfd, const char *name)
 	for (struct dirent *de; only && (de = readdir(d));) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		only = entry_type(fd, de) == DT_REG && bytecode_name(de->d_name);
+		only = hx_dtype(fd, de) == DT_REG && bytecode_name(de->d_name);
 	}
 	if (d)
 		closedir(d);
@@ -268,7 +221,7 @@ static bool leftover_visit(const char *dir, int dfd, const char *name,
 
 void chaos_find_leftovers(const char *root, struct chaos_names *out)
 {
-	walk(root, leftover_visit, out);
+	hx_walk(root, leftover_visit, out);
 }
 
 static bool dirs_visit(const char *dir, int dfd, const char *name,
@@ -285,7 +238,7 @@ static bool dirs_visit(const char *dir, int dfd, const char *name,
 
 void chaos_find_dirs(const char *root, struct chaos_names *out)
 {
-	walk(root, dirs_visit, out);
+	hx_walk(root, dirs_visit, out);
 }
 
 static int move_entries(int from, int to)
@@ -365,6 +318,6 @@ static bool snapshot_visit(const char *dir, int dfd, const char *name,
 
 void chaos_snapshot(const char *tree, struct chaos_names *out)
 {
-	walk(tree, snapshot_visit, out);
+	hx_walk(tree, snapshot_visit, out);
 	chaos_names_sort(out);
 }

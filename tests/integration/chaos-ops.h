@@ -6,7 +6,8 @@
  * only through their exit status, a tally in shared memory and their
  * created/deleted logs (no cmocka in a forked child). chaos-check.c: the
  * parent's look at the trees afterwards, and the helpers both halves use.
- * Both abort on out of memory (chaos_xmalloc and friends).
+ * Both abort on out of memory (chaos_xmalloc and friends); the parent's
+ * walks (hx_walk) fail the test instead.
  * Single-threaded.
  */
 #ifndef PYCACHED_TESTS_CHAOS_OPS_H

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+struct dirent;
 struct hx;
 
 /* The outcome of one finished child process. */
@@ -145,6 +146,22 @@ int hx_try_write_pyc(const char *dir, const char *stem);
 int hx_try_cache(const char *dir, unsigned n);
 /* The same, failing the test on error: for trees the daemon doesn't watch. */
 void hx_cache(const char *dir, unsigned n);
+
+/*
+ * Called for each entry of dir (open at dfd), "." and ".." excepted; type
+ * is a DT_* constant, from lstat when readdir leaves it DT_UNKNOWN. True:
+ * descend into it, if it is a directory.
+ */
+typedef bool (*hx_visit_fn)(const char *dir, int dfd, const char *name,
+			    unsigned char type, void *arg);
+/*
+ * Depth-first and iterative (moved trees can nest deep); symlinks are never
+ * followed, not even tree itself; a directory that vanished is skipped.
+ */
+void hx_walk(const char *tree, hx_visit_fn fn, void *arg);
+/* de's type; when readdir leaves it DT_UNKNOWN, fstatat(dfd) tells, without
+ * following a symlink. */
+unsigned char hx_dtype(int dfd, const struct dirent *de);
 
 /* Real directories named __pycache__ under tree (symlinks not followed). */
 size_t hx_count_caches(const char *tree);

@@ -178,9 +178,6 @@ bool hx_is_dir(const char *path) { return hx_lstat_mode(path, S_IFDIR); }
 bool hx_is_symlink(const char *path) { return hx_lstat_mode(path, S_IFLNK); }
 bool hx_is_reg(const char *path) { return hx_lstat_mode(path, S_IFREG); }
 
-typedef void (*hx_visit_fn)(const char *dir, const char *name,
-			    unsigned char type, void *arg);
-
 struct hx_stack {
 	char **v;
 	size_t n, cap;
@@ -200,7 +197,7 @@ static void hx_push(struct hx_stack *s, const char *dir, const char *name)
 	s->v[s->n++] = p;
 }
 
-static unsigned char hx_dtype(int dfd, const struct dirent *de)
+unsigned char hx_dtype(int dfd, const struct dirent *de)
 {
 	struct stat st;
 	if (de->d_type != DT_UNKNOWN)
@@ -226,15 +223,13 @@ static void hx_walk_dir(struct hx_stack *s, const char *dir, hx_visit_fn fn,
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		unsigned char type = hx_dtype(fd, de);
-		fn(dir, de->d_name, type, arg);
-		if (type == DT_DIR)
+		if (fn(dir, fd, de->d_name, type, arg) && type == DT_DIR)
 			hx_push(s, dir, de->d_name);
 	}
 	closedir(d);
 }
 
-/* Depth-first, iterative, symlinks never followed (not even tree itself). */
-static void hx_walk(const char *tree, hx_visit_fn fn, void *arg)
+void hx_walk(const char *tree, hx_visit_fn fn, void *arg)
 {
 	struct hx_stack s = { 0 };
 	hx_push(&s, tree, NULL);
@@ -253,7 +248,8 @@ struct hx_count {
 	bool print;           /* list the caches to stderr */
 };
 
-static void hx_count_visit(const char *dir, const char *name,
+/* Counts the whole tree: descends everywhere, caches included. */
+static bool hx_count_visit(const char *dir, int dfd, const char *name,
 			   unsigned char type, void *arg)
 {
 	struct hx_count *c = arg;
@@ -261,14 +257,15 @@ static void hx_count_visit(const char *dir, const char *name,
 	if (c->suffix) {
 		c->n += type == DT_REG && len >= slen &&
 			!strcmp(name + len - slen, c->suffix);
-		return;
+		return true;
 	}
 	if (type != DT_DIR || (c->loose ? !strstr(name, "__pycache__")
 					: strcmp(name, "__pycache__")))
-		return;
+		return true;
 	if (c->print && c->n < 20)
 		fprintf(stderr, "hx: left: %s/%s\n", dir, name);
 	c->n++;
+	return true;
 }
 
 size_t hx_count_caches(const char *tree)

@@ -10,12 +10,24 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 typedef struct uv_loop_s uv_loop_t;
 
 #define LT_FMT(a, b) __attribute__((format(printf, a, b)))
 #define LT_NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A scenario's assertion where cmocka cannot run (a forked child): say
+ * where it failed and return 1 from the enclosing function. */
+#define LT_CHECK(c) \
+	do { \
+		if (!(c)) { \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
+				__LINE__, #c); \
+			return 1; \
+		} \
+	} while (0)
 
 /* A fresh "/tmp/pycached-loop.XXXXXX" (canonical); caller frees. NULL on error. */
 char *lt_mkdtemp(void);

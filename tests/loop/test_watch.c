@@ -23,55 +23,9 @@
 #include "watch-hooks.h"
 #include "watch-internal.h"
 #include "watchfx.h"
+#include "wfx-test.h"
 
 #define OK(expr) assert_int_equal((expr), 0)
-
-static int setup(void **state)
-{
-	struct wfx *f = calloc(1, sizeof(*f));
-
-	if (!f || wfx_init(f, NULL) < 0)
-		return -1;
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct wfx *f = *state;
-	int r = wfx_finish(f);
-
-	free(f);
-	/* After watcher_destroy() and the close callbacks: nothing may remain. */
-	if (r != 0)
-		fail_msg("uv_loop_close: %s", uv_strerror(r));
-	return 0;
-}
-
-static const struct root_stats *stats(struct wfx *f)
-{
-	struct root *r = wfx_root(f, f->root);
-
-	assert_non_null(r);
-	return root_stats(r);
-}
-
-static uint64_t watches(struct wfx *f)
-{
-	struct watcher_stats s;
-
-	watcher_get_stats(f->w, &s);
-	return s.watches;
-}
-
-/* Every directory of the root is watched, and nothing else is. */
-static void assert_watching_exactly_root(struct wfx *f)
-{
-	size_t dirs = lt_count_dirs(f->root);
-
-	assert_int_equal(stats(f)->dirs_watched, dirs);
-	assert_int_equal(watches(f), dirs);
-}
 
 /* --- start-up ------------------------------------------------------------ */
 
@@ -93,7 +47,7 @@ static void test_ready_active_and_idle(void **state)
 	assert_non_null(r);
 	assert_int_equal(root_state(r), ROOT_ACTIVE);
 	assert_null(root_state_reason(r));
-	assert_int_equal(stats(f)->dirs_watched, 1);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 1);
 	/* Idle costs nothing: no idle handle, no timer, only the inotify poll. */
 	assert_false(watcher_busy(f->w));
 	assert_int_equal(wfx_busy_handles(f), 0);
@@ -134,9 +88,10 @@ static void test_sweep_at_add(void **state)
 	assert_int_equal(lt_count_tree(f->root, "__pycache__", false), 1);
 	assert_true(lt_file_is("keep\n", "%s/f/__pycache__/notes.txt", f->root));
 	assert_true(lt_file_is("sourceless\n", "%s/a/legacy.pyc", f->root));
-	assert_int_equal(stats(f)->caches_removed, 3);
-	assert_int_equal(stats(f)->caches_skipped, 1);
-	assert_non_null(strstr(stats(f)->last_skip, "notes.txt"));
+	assert_int_equal(wfx_test_stats(f, f->root)->caches_removed, 3);
+	assert_int_equal(wfx_test_stats(f, f->root)->caches_skipped, 1);
+	assert_non_null(strstr(wfx_test_stats(f, f->root)->last_skip,
+			       "notes.txt"));
 }
 
 static void on_sweep_done(struct root *r, int status, void *ud)
@@ -241,8 +196,8 @@ static void test_watch_then_scan_deep_mkdir(void **state)
 		OK(lt_cache("m", "%s/t%d/x/y/z", f->root, i));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 	assert_true(wfx_wait_idle(f));
-	assert_int_equal(stats(f)->caches_removed, 11);
-	assert_watching_exactly_root(f);
+	assert_int_equal(wfx_test_stats(f, f->root)->caches_removed, 11);
+	wfx_test_assert_watching_exactly(f, f->root);
 	/* And the new directories are watched from now on. */
 	OK(lt_cache("again", "%s/a/b/c/d", f->root));
 	OK(lt_cache("again", "%s/t9/x/y/z", f->root));
@@ -258,11 +213,11 @@ static void test_deleted_subtree_drops_watches(void **state)
 	OK(lt_mkdirs("%s/a/b/c", f->root));
 	OK(lt_mkdirs("%s/k", f->root));
 	OK(wfx_start(f));
-	assert_int_equal(watches(f), 5);
+	assert_int_equal(wfx_watches(f), 5);
 	snprintf(path, sizeof(path), "%s/a", f->root);
 	OK(lt_rm_rf(path));
 	assert_true(wfx_barrier(f, f->root));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 	/* A new directory of the same name is a new directory. */
 	OK(lt_cache("m", "%s/a/b/c", f->root));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
@@ -285,7 +240,7 @@ static void test_move_in_subtree_with_caches(void **state)
 	assert_true(lt_file_is("sourceless\n", "%s/proj/pkg/legacy.pyc", f->root));
 	assert_true(lt_file_is("print(1)\n", "%s/proj/pkg/mod.py", f->root));
 	assert_true(wfx_wait_idle(f));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 	OK(lt_cache("again", "%s/proj/pkg/sub/deeper/new", f->root));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 }
@@ -295,7 +250,7 @@ static void move_sub_out(struct wfx *f)
 {
 	OK(lt_mkdirs("%s/sub/deep", f->root));
 	assert_true(wfx_barrier(f, f->root));
-	assert_int_equal(stats(f)->dirs_watched, 3);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 3);
 	OK(lt_rename(f->root, "sub", f->out, "sub"));
 }
 
@@ -312,7 +267,7 @@ static void assert_outside_caches_kept(struct wfx *f)
 	assert_true(lt_exists("%s/sub/__pycache__/m.cpython-311.pyc", f->out));
 	assert_true(lt_exists("%s/sub/deep/__pycache__/m.cpython-311.pyc", f->out));
 	assert_true(lt_exists("%s/sub/newdir/__pycache__/m.cpython-311.pyc", f->out));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 }
 
 /* The caches are made before the watcher has even read the MOVED_FROM. */
@@ -333,7 +288,7 @@ static void test_move_out_then_create_later(void **state)
 	OK(wfx_start(f));
 	move_sub_out(f);
 	assert_true(wfx_barrier(f, f->root));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 	create_outside_caches(f);
 	assert_outside_caches_kept(f);
 }
@@ -358,7 +313,7 @@ static void test_rename_within_root(void **state)
 	OK(lt_cache("m", "%s/c/x/y", f->root));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 	assert_true(wfx_wait_idle(f));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 }
 
 #define CRAWL_DIRS 3000
@@ -389,10 +344,10 @@ static void test_rename_during_crawl(void **state)
 	if (!watcher_busy(f->w))
 		skip();   /* crawled in one slice: nothing left to race */
 	print_message("renaming with %" PRIu64 " of %d directories watched\n",
-		      stats(f)->dirs_watched, CRAWL_DIRS + 2);
+		      wfx_test_stats(f, f->root)->dirs_watched, CRAWL_DIRS + 2);
 	OK(lt_rename(f->root, "big", f->root, LONG_NAME));
 	assert_true(wfx_wait_idle(f));
-	assert_int_equal(stats(f)->dirs_watched, CRAWL_DIRS + 2);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, CRAWL_DIRS + 2);
 	for (int i = 0; i < CRAWL_DIRS; i += 7)
 		OK(lt_mkdirs("%s/" LONG_NAME "/s%04d/__pycache__", f->root, i));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
@@ -429,9 +384,9 @@ static void test_overflow_rescans_everything(void **state)
 	watcher_get_stats(f->w, &ws);
 	assert_int_equal(ws.overflows, 1);
 	assert_true(ws.rescans >= 1);
-	assert_int_equal(stats(f)->caches_removed, 7);
+	assert_int_equal(wfx_test_stats(f, f->root)->caches_removed, 7);
 	/* The tree the watcher holds now matches the disk. */
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 	OK(lt_cache("m", "%s/q/deep", f->out));
 	OK(lt_cache("again", "%s/p0/p4moved", f->root));
 	OK(lt_cache("again", "%s/n/a/b/c/d", f->root));
@@ -520,7 +475,7 @@ static void test_skipped_cache_inode_reused(void **state)
 	OK(wfx_start(f));
 	OK(lt_put("mine\n", "%s/pkg/__pycache__/notes.txt", f->root));
 	assert_true(wfx_barrier(f, f->root));
-	assert_int_equal(stats(f)->caches_skipped, 1);
+	assert_int_equal(wfx_test_stats(f, f->root)->caches_skipped, 1);
 	snprintf(cache, sizeof(cache), "%s/pkg/__pycache__", f->root);
 	assert_int_equal(lstat(cache, &skipped), 0);
 	OK(lt_rename(f->root, "pkg/__pycache__", f->out, "kept"));
@@ -567,15 +522,16 @@ static void test_observe_mode_touches_nothing(void **state)
 	OK(lt_cache("m", "%s/b/c", f->root));
 	rc.mode = MODE_OBSERVE;
 	OK(wfx_add(f, &rc));
-	assert_int_equal(stats(f)->caches_would_remove, 2);
+	assert_int_equal(wfx_test_stats(f, f->root)->caches_would_remove, 2);
 	OK(lt_cache("m", "%s/d/e", f->root));
 	assert_true(lt_run_until(&f->loop, pred_would, &a, lt_ms(WFX_WAIT_MS)));
 	assert_int_equal(lt_count_pyc(f->root), 3);
-	assert_int_equal(stats(f)->caches_removed, 0);
-	assert_int_equal(stats(f)->files_removed, 0);
+	assert_int_equal(wfx_test_stats(f, f->root)->caches_removed, 0);
+	assert_int_equal(wfx_test_stats(f, f->root)->files_removed, 0);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) \
+	cmocka_unit_test_setup_teardown(fn, wfx_test_setup, wfx_test_teardown)
 
 int main(void)
 {

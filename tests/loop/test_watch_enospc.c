@@ -35,16 +35,6 @@
 #define CHILD_MS 90000
 #define SKIP_CODE 77
 
-/* Fail the child's scenario: say where, and return 1. */
-#define CHECK(c) \
-	do { \
-		if (!(c)) { \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #c); \
-			return 1; \
-		} \
-	} while (0)
-
 struct efx {
 	char *base;
 	bool global;          /* the machine-wide knob is in use */
@@ -206,7 +196,7 @@ static void run(struct efx *e)
 	assert_int_equal(r, 0);
 }
 
-/* --- scenarios (in the child: CHECK, not cmocka) --------------------------- */
+/* --- scenarios (in the child: LT_CHECK, not cmocka) ------------------------ */
 
 /* A cache in a directory the kernel would not watch: path of its dir. */
 static char *unwatched_dir(struct root *r)
@@ -230,26 +220,27 @@ static int degraded_rescanned_recovered(struct wfx *f, struct efx *e)
 
 	for (int i = 0; i < 10; i++)
 		for (int k = 0; k < 4; k++)
-			CHECK(lt_mkdirs("%s/d%d/s%d", f->root, i, k) == 0);
-	CHECK(wfx_start(f) == 0);
+			LT_CHECK(lt_mkdirs("%s/d%d/s%d", f->root, i, k) == 0);
+	LT_CHECK(wfx_start(f) == 0);
 	r = wfx_root(f, f->root);
-	CHECK(root_state(r) == ROOT_DEGRADED);
-	CHECK(root_state_reason(r) != NULL);
-	CHECK(root_stats(r)->dirs_unwatched > 0);
-	CHECK(root_stats(r)->dirs_watched <= e->limit);
-	CHECK(root_stats(r)->dirs_watched + root_stats(r)->dirs_unwatched == 51);
-	CHECK(wfx_busy_handles(f) == 1);   /* the rescan timer, nothing else */
-	CHECK((dir = unwatched_dir(r)) != NULL);
+	LT_CHECK(root_state(r) == ROOT_DEGRADED);
+	LT_CHECK(root_state_reason(r) != NULL);
+	LT_CHECK(root_stats(r)->dirs_unwatched > 0);
+	LT_CHECK(root_stats(r)->dirs_watched <= e->limit);
+	LT_CHECK(root_stats(r)->dirs_watched + root_stats(r)->dirs_unwatched == 51);
+	LT_CHECK(wfx_busy_handles(f) == 1);   /* the rescan timer, nothing else */
+	LT_CHECK((dir = unwatched_dir(r)) != NULL);
 	snprintf(cache, sizeof(cache), "%s/__pycache__", dir);
-	CHECK(lt_cache("m", "%s", dir) == 0);
+	LT_CHECK(lt_cache("m", "%s", dir) == 0);
 	free(dir);
-	CHECK(lt_run_until(&f->loop, lt_pred_gone, cache, lt_ms(RESCAN_WAIT_MS)));
+	LT_CHECK(lt_run_until(&f->loop, lt_pred_gone, cache,
+			      lt_ms(RESCAN_WAIT_MS)));
 	/* Room again: every directory gets its watch back, the timer stops. */
-	CHECK(set_limit(e, 100000) == 0);
-	CHECK(wfx_wait_state(f, f->root, ROOT_ACTIVE, RESCAN_WAIT_MS));
-	CHECK(root_stats(r)->dirs_unwatched == 0);
-	CHECK(root_stats(r)->dirs_watched == 51);
-	CHECK(wfx_busy_handles(f) == 0);
+	LT_CHECK(set_limit(e, 100000) == 0);
+	LT_CHECK(wfx_wait_state(f, f->root, ROOT_ACTIVE, RESCAN_WAIT_MS));
+	LT_CHECK(root_stats(r)->dirs_unwatched == 0);
+	LT_CHECK(root_stats(r)->dirs_watched == 51);
+	LT_CHECK(wfx_busy_handles(f) == 0);
 	return 0;
 }
 
@@ -263,13 +254,13 @@ static int many_unwatched_siblings(struct wfx *f, struct efx *e)
 	size_t left;
 
 	for (int i = 0; i < 100; i++)
-		CHECK(lt_mkdirs("%s/s%03d", f->root, i) == 0);
-	CHECK(wfx_start(f) == 0);
+		LT_CHECK(lt_mkdirs("%s/s%03d", f->root, i) == 0);
+	LT_CHECK(wfx_start(f) == 0);
 	r = wfx_root(f, f->root);
-	CHECK(root_state(r) == ROOT_DEGRADED);
-	CHECK(root_stats(r)->dirs_unwatched >= 90);
+	LT_CHECK(root_state(r) == ROOT_DEGRADED);
+	LT_CHECK(root_stats(r)->dirs_unwatched >= 90);
 	for (int i = 0; i < 100; i++)
-		CHECK(lt_cache("m", "%s/s%03d", f->root, i) == 0);
+		LT_CHECK(lt_cache("m", "%s/s%03d", f->root, i) == 0);
 	if (!wfx_wait_no_caches(f, f->root, RESCAN_WAIT_MS)) {
 		left = lt_count_tree(f->root, "__pycache__", false);
 		fprintf(stderr, "%zu of 100 caches left after %u ms (%" PRIu64

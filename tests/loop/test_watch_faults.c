@@ -21,6 +21,7 @@
 #include "watch-hooks.h"
 #include "watch.h"
 #include "watchfx.h"
+#include "wfx-test.h"
 
 #define OK(expr) assert_int_equal((expr), 0)
 
@@ -64,36 +65,13 @@ void *__wrap_calloc(size_t n, size_t size)
 
 /* --- fixture -------------------------------------------------------------- */
 
-static int setup(void **state)
-{
-	struct wfx *f = calloc(1, sizeof(*f));
-
-	if (!f || wfx_init(f, NULL) < 0)
-		return -1;
-	*state = f;
-	return 0;
-}
-
+/* Reset first: a test that failed half-way must not make the watcher's
+ * teardown fail with it. */
 static int teardown(void **state)
 {
-	struct wfx *f = *state;
-	int r;
-
 	add_watch_errno = 0;
 	alloc_countdown = 0;
-	r = wfx_finish(f);
-	free(f);
-	if (r != 0)
-		fail_msg("uv_loop_close: %s", uv_strerror(r));
-	return 0;
-}
-
-static const struct root_stats *stats(struct wfx *f)
-{
-	struct root *r = wfx_root(f, f->root);
-
-	assert_non_null(r);
-	return root_stats(r);
+	return wfx_test_teardown(state);
 }
 
 static void on_done(struct root *r, int status, void *ud)
@@ -120,20 +98,20 @@ static void test_enomem_on_a_watched_dir_keeps_its_watch(void **state)
 
 	OK(lt_mkdirs("%s/a/b", f->root));
 	OK(wfx_start(f));
-	assert_int_equal(stats(f)->dirs_watched, 3);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 3);
 	add_watch_errno = ENOMEM;
 	OK(watcher_sweep(f->w, wfx_root(f, f->root), on_done, &status));
 	assert_true(lt_run_until(&f->loop, pred_status_set, &status,
 				 lt_ms(WFX_WAIT_MS)));
 	add_watch_errno = 0;
 	/* The kernel still holds their watches: nothing is unwatched. */
-	assert_int_equal(stats(f)->dirs_watched, 3);
-	assert_int_equal(stats(f)->dirs_unwatched, 0);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 3);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_unwatched, 0);
 	snprintf(a, sizeof(a), "%s/a", f->root);
 	OK(lt_rm_rf(a));
 	assert_true(wfx_barrier(f, f->root));
-	assert_int_equal(stats(f)->dirs_watched, 1);
-	assert_int_equal(stats(f)->dirs_unwatched, 0);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 1);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_unwatched, 0);
 	/* Nothing to rescan: no timer wakes the idle watcher. */
 	assert_int_equal(wfx_busy_handles(f), 0);
 }
@@ -160,13 +138,13 @@ static void test_failed_rescan_keeps_the_tree(void **state)
 			assert_true(lt_run_until(&f->loop, pred_status_set, &status,
 						 lt_ms(WFX_WAIT_MS)));
 		assert_true(wfx_wait_idle(f));
-		assert_int_equal(stats(f)->dirs_watched, 3);
+		assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 3);
 		OK(lt_cache("m", "%s/a/b", f->root));
 		assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 	}
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, wfx_test_setup, teardown)
 
 /* argv[1], if any, selects tests by name (a glob). */
 int main(int argc, char **argv)

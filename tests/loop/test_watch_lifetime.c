@@ -23,57 +23,12 @@
 #include "watch-hooks.h"
 #include "watch.h"
 #include "watchfx.h"
+#include "wfx-test.h"
 
 #define OK(expr) assert_int_equal((expr), 0)
 #define ALL_ITEMS 100000u
 /* A hang (a cycle in the tree) is a failure, not a stuck test run. */
 #define CHILD_MS 30000
-
-static int setup(void **state)
-{
-	struct wfx *f = calloc(1, sizeof(*f));
-
-	if (!f || wfx_init(f, NULL) < 0)
-		return -1;
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct wfx *f = *state;
-	int r = wfx_finish(f);
-
-	free(f);
-	if (r != 0)
-		fail_msg("uv_loop_close: %s", uv_strerror(r));
-	return 0;
-}
-
-static const struct root_stats *stats(struct wfx *f)
-{
-	struct root *r = wfx_root(f, f->root);
-
-	assert_non_null(r);
-	return root_stats(r);
-}
-
-static uint64_t watches(struct wfx *f)
-{
-	struct watcher_stats s;
-
-	watcher_get_stats(f->w, &s);
-	return s.watches;
-}
-
-/* Every directory of the root is watched, and nothing else is. */
-static void assert_watching_exactly_root(struct wfx *f)
-{
-	size_t dirs = lt_count_dirs(f->root);
-
-	assert_int_equal(stats(f)->dirs_watched, dirs);
-	assert_int_equal(watches(f), dirs);
-}
 
 /* After the storm: the watcher still removes a cache made in dir. */
 static void assert_still_reaps(struct wfx *f, const char *dir)
@@ -100,7 +55,7 @@ static void test_moved_out_then_renamed_inside(void **state)
 	OK(lt_rename(a, "b", a, "c"));
 	watcher_read_events(f->w);
 	assert_true(wfx_barrier(f, f->root));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 	/* What left is not the watcher's any more. */
 	OK(lt_cache("m", "%s/a/c", f->out));
 	assert_true(wfx_barrier(f, f->root));
@@ -133,21 +88,11 @@ static void test_parent_of_two_crawls_moves_out(void **state)
 	watcher_read_events(f->w);
 	watcher_crawl_items(f->w, ALL_ITEMS);
 	assert_true(wfx_barrier(f, f->root));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 	OK(lt_mkdirs("%s/n", f->root));
 	assert_still_reaps(f, f->root);
 	assert_still_reaps(f, a);
 }
-
-/* Fail the scenario (no cmocka: it also runs in a forked child). */
-#define CHECK(c) \
-	do { \
-		if (!(c)) { \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
-				__LINE__, #c); \
-			return 1; \
-		} \
-	} while (0)
 
 /*
  * A sweep crawls ahead of queued events: P/n moved to P/q/t/<target>, P/q
@@ -160,12 +105,12 @@ static int stale_match(struct wfx *f, const char *target)
 
 	snprintf(p, sizeof(p), "%s/P", f->root);
 	snprintf(t, sizeof(t), "%s/q/t", p);
-	CHECK(lt_mkdirs("%s/n", p) == 0);
-	CHECK(lt_mkdirs("%s", t) == 0);
-	CHECK(wfx_start(f) == 0);
-	CHECK(watcher_sweep(f->w, wfx_root(f, f->root), NULL, NULL) == 0);
-	CHECK(lt_rename(p, "n", t, target) == 0);
-	CHECK(lt_rename(p, "q", p, "n") == 0);
+	LT_CHECK(lt_mkdirs("%s/n", p) == 0);
+	LT_CHECK(lt_mkdirs("%s", t) == 0);
+	LT_CHECK(wfx_start(f) == 0);
+	LT_CHECK(watcher_sweep(f->w, wfx_root(f, f->root), NULL, NULL) == 0);
+	LT_CHECK(lt_rename(p, "n", t, target) == 0);
+	LT_CHECK(lt_rename(p, "q", p, "n") == 0);
 	watcher_crawl_items(f->w, ALL_ITEMS);
 	return 0;
 }
@@ -180,7 +125,7 @@ static void test_stale_match_into_a_cache_name(void **state)
 	watcher_read_events(f->w);
 	assert_true(wfx_barrier(f, f->root));
 	assert_true(wfx_wait_idle(f));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 	assert_still_reaps(f, f->root);
 	assert_still_reaps(f, f->root);
 }
@@ -190,17 +135,17 @@ static int stale_match_scenario(struct wfx *f)
 {
 	struct root *r;
 
-	CHECK(stale_match(f, "z") == 0);
+	LT_CHECK(stale_match(f, "z") == 0);
 	/* A cache event under the moved node: its path is computed. */
-	CHECK(lt_mkdirs("%s/P/n/t/__pycache__", f->root) == 0);
+	LT_CHECK(lt_mkdirs("%s/P/n/t/__pycache__", f->root) == 0);
 	watcher_read_events(f->w);
-	CHECK(wfx_barrier(f, f->root));
-	CHECK(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
-	CHECK(wfx_wait_idle(f));
+	LT_CHECK(wfx_barrier(f, f->root));
+	LT_CHECK(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
+	LT_CHECK(wfx_wait_idle(f));
 	r = wfx_root(f, f->root);
-	CHECK(root_stats(r)->dirs_watched == lt_count_dirs(f->root));
-	CHECK(lt_cache("after", "%s/P/n/t/z", f->root) == 0);
-	CHECK(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
+	LT_CHECK(root_stats(r)->dirs_watched == lt_count_dirs(f->root));
+	LT_CHECK(lt_cache("after", "%s/P/n/t/z", f->root) == 0);
+	LT_CHECK(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 	return 0;
 }
 
@@ -226,7 +171,8 @@ static void test_stale_match_makes_no_cycle(void **state)
 	assert_int_equal(lt_run_child(stale_match_child, NULL, lt_ms(CHILD_MS)), 0);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) \
+	cmocka_unit_test_setup_teardown(fn, wfx_test_setup, wfx_test_teardown)
 
 /* argv[1], if any, selects tests by name (a glob). */
 int main(int argc, char **argv)

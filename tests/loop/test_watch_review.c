@@ -25,6 +25,7 @@
 #include "watch-hooks.h"
 #include "watch-internal.h"
 #include "watchfx.h"
+#include "wfx-test.h"
 
 #define OK(expr) assert_int_equal((expr), 0)
 #define ALL_ITEMS 100000u
@@ -57,51 +58,12 @@ int __wrap_inotify_add_watch(int fd, const char *path, uint32_t mask)
 
 /* --- fixture -------------------------------------------------------------- */
 
-static int setup(void **state)
-{
-	struct wfx *f = calloc(1, sizeof(*f));
-
-	if (!f || wfx_init(f, NULL) < 0)
-		return -1;
-	*state = f;
-	return 0;
-}
-
+/* Reset first: a test that failed half-way must not leave a refusal to
+ * the next one. */
 static int teardown(void **state)
 {
-	struct wfx *f = *state;
-	int r;
-
 	refuse = NULL;
-	r = wfx_finish(f);
-	free(f);
-	if (r != 0)
-		fail_msg("uv_loop_close: %s", uv_strerror(r));
-	return 0;
-}
-
-static const struct root_stats *stats(struct wfx *f)
-{
-	struct root *r = wfx_root(f, f->root);
-
-	assert_non_null(r);
-	return root_stats(r);
-}
-
-static uint64_t watches(struct wfx *f)
-{
-	struct watcher_stats s;
-
-	watcher_get_stats(f->w, &s);
-	return s.watches;
-}
-
-static void assert_watching_exactly_root(struct wfx *f)
-{
-	size_t dirs = lt_count_dirs(f->root);
-
-	assert_int_equal(stats(f)->dirs_watched, dirs);
-	assert_int_equal(watches(f), dirs);
+	return wfx_test_teardown(state);
 }
 
 /* What the kernel does when its queue overflows: the rest is lost. */
@@ -132,7 +94,7 @@ static void test_overflow_sweep_ancestor_clash(void **state)
 	overflow(f);
 	watcher_crawl_items(f->w, ALL_ITEMS);
 	assert_true(wfx_barrier(f, f->root));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 	OK(lt_cache("m", "%s", x));
 	assert_true(wfx_wait_no_caches(f, f->root, 2000));
 }
@@ -155,7 +117,7 @@ static void test_sweep_ending_busy_keeps_moved_out_node(void **state)
 	watcher_read_events(f->w);
 	watcher_crawl_items(f->w, ALL_ITEMS);
 	assert_true(wfx_barrier(f, f->root));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 }
 
 /*
@@ -195,7 +157,7 @@ static void test_rescan_dropped_while_full_job_busy(void **state)
 	watcher_read_events(f->w);
 	watcher_crawl_items(f->w, ALL_ITEMS);
 	assert_true(wfx_barrier(f, f->root));
-	assert_watching_exactly_root(f);
+	wfx_test_assert_watching_exactly(f, f->root);
 }
 
 /*
@@ -213,11 +175,11 @@ static void test_deleted_unwatched_dir_stays(void **state)
 	OK(lt_mkdirs("%s", u));
 	refuse = "u";
 	OK(wfx_start(f));
-	assert_int_equal(stats(f)->dirs_unwatched, 1);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_unwatched, 1);
 	OK(rmdir(u));
 	/* Two rescan periods. */
 	assert_true(wfx_wait_state(f, f->root, ROOT_ACTIVE, 11000));
-	assert_int_equal(stats(f)->dirs_unwatched, 0);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_unwatched, 0);
 }
 
 /* --- R5: a callback that comes back into the API frees a drain in use --- */
@@ -316,14 +278,14 @@ static void test_exclude_added_then_swept(void **state)
 	OK(watcher_sweep(f->w, wfx_root(f, f->root), on_done, &done));
 	assert_true(lt_run_until(&f->loop, done_set, &done, lt_ms(WFX_WAIT_MS)));
 	assert_true(wfx_wait_idle(f));
-	assert_int_equal(stats(f)->dirs_watched, 1);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 1);
 	OK(lt_cache("m", "%s/keep/sub", f->root));
 	assert_true(wfx_barrier(f, f->root));
 	assert_true(lt_exists("%s/keep/sub/__pycache__/m.cpython-311.pyc",
 			      f->root));
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, wfx_test_setup, teardown)
 
 int main(int argc, char **argv)
 {

@@ -21,6 +21,7 @@
 #include "helpers.h"
 #include "watch-internal.h"
 #include "watchfx.h"
+#include "wfx-test.h"
 
 #define OK(expr) assert_int_equal((expr), 0)
 
@@ -28,6 +29,9 @@ struct rfx {
 	struct wfx f;
 	char b[PATH_MAX];     /* base/rootB */
 };
+
+/* wfx_test_teardown() frees *state as the struct wfx it begins with. */
+_Static_assert(offsetof(struct rfx, f) == 0, "f must come first");
 
 static int setup(void **state)
 {
@@ -42,40 +46,12 @@ static int setup(void **state)
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct rfx *x = *state;
-	int r = wfx_finish(&x->f);
-
-	free(x);
-	/* After watcher_destroy() and the close callbacks: nothing may remain. */
-	if (r != 0)
-		fail_msg("uv_loop_close: %s", uv_strerror(r));
-	return 0;
-}
-
 static void start_both(struct rfx *x)
 {
 	struct root_conf rc = wfx_conf(x->b);
 
 	OK(wfx_start(&x->f));
 	OK(wfx_add(&x->f, &rc));
-}
-
-static const struct root_stats *stats_of(struct wfx *f, const char *path)
-{
-	struct root *r = wfx_root(f, path);
-
-	assert_non_null(r);
-	return root_stats(r);
-}
-
-static uint64_t watches(struct wfx *f)
-{
-	struct watcher_stats s;
-
-	watcher_get_stats(f->w, &s);
-	return s.watches;
 }
 
 /* --- a root that goes away ------------------------------------------------ */
@@ -114,14 +90,15 @@ static void test_root_removed_and_recreated(void **state)
 	assert_non_null(root_state_reason(wfx_root(f, f->root)));
 	/* Waiting costs nothing: no timer, no idle handle, no watches left. */
 	assert_int_equal(wfx_busy_handles(f), 0);
-	assert_int_equal(watches(f), 0);
+	assert_int_equal(wfx_watches(f), 0);
 	/* Back, with a cache already inside: picked up and swept. */
 	OK(lt_cache("m", "%s/x/y", f->root));
 	assert_true(wfx_wait_state(f, f->root, ROOT_ACTIVE, WFX_WAIT_MS));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 	OK(lt_cache("m", "%s/x/y/z", f->root));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
-	assert_int_equal(stats_of(f, f->root)->dirs_watched, lt_count_dirs(f->root));
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched,
+			 lt_count_dirs(f->root));
 }
 
 /* Deleted and made again before the watcher has even looked. */
@@ -136,7 +113,8 @@ static void test_root_recreated_at_once(void **state)
 	OK(lt_cache("m", "%s/a/b", f->root));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 	assert_true(wfx_wait_state(f, f->root, ROOT_ACTIVE, WFX_WAIT_MS));
-	assert_int_equal(stats_of(f, f->root)->dirs_watched, lt_count_dirs(f->root));
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched,
+			 lt_count_dirs(f->root));
 	OK(lt_cache("m", "%s/a/b/c", f->root));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
 }
@@ -175,7 +153,7 @@ static void test_root_replaced_by_symlink(void **state)
 	assert_int_equal(root_state(wfx_root(f, f->root)), ROOT_MISSING);
 	assert_true(lt_exists("%s/pkg/__pycache__/m.cpython-311.pyc", target));
 	assert_true(lt_exists("%s/pkg2/__pycache__/m.cpython-311.pyc", target));
-	assert_int_equal(stats_of(f, f->root)->dirs_watched, 0);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 0);
 	assert_int_equal(wfx_busy_handles(f), 0);
 	/* A real directory again. */
 	assert_int_equal(unlink(f->root), 0);
@@ -274,7 +252,7 @@ static void test_remove_root_stops_everything(void **state)
 	OK(watcher_remove_root(f->w, f->root));
 	assert_null(wfx_root(f, f->root));
 	assert_int_equal(watcher_remove_root(f->w, f->root), -ENOENT);
-	assert_int_equal(watches(f), 1);   /* rootB's top */
+	assert_int_equal(wfx_watches(f), 1);   /* rootB's top */
 	OK(lt_cache("m", "%s", f->root));
 	OK(lt_cache("m", "%s/pkg", f->root));
 	OK(lt_cache("m", "%s/pkg/deep", f->root));
@@ -328,7 +306,7 @@ static void test_remove_root_during_crawl(void **state)
 	OK(watcher_remove_root(f->w, f->root));
 	assert_int_equal(status, -ECANCELED);
 	assert_false(watcher_busy(f->w));
-	assert_int_equal(watches(f), 0);
+	assert_int_equal(wfx_watches(f), 0);
 	/* The crawl's idle handle notices the empty stack on its next run. */
 	uv_run(&f->loop, UV_RUN_NOWAIT);
 	assert_int_equal(wfx_busy_handles(f), 0);
@@ -416,7 +394,7 @@ static void test_dirs_that_become_excluded(void **state)
 	assert_true(lt_exists("%s/env/__pycache__", f->root));
 	assert_true(lt_exists("%s/env/lib/__pycache__", f->root));
 	assert_true(lt_exists("%s/out.egg-info/deep/__pycache__", f->root));
-	assert_int_equal(stats_of(f, f->root)->dirs_watched, 1);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 1);
 }
 
 /* --- between two roots ------------------------------------------------------ */
@@ -428,15 +406,15 @@ static void test_move_between_roots(void **state)
 
 	OK(lt_mkdirs("%s/sub/a/b", f->root));
 	start_both(x);
-	assert_int_equal(stats_of(f, f->root)->dirs_watched, 4);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 4);
 	OK(lt_rename(f->root, "sub", x->b, "sub"));
 	OK(lt_cache("m", "%s/sub/a/b", x->b));
 	assert_true(wfx_wait_no_caches(f, x->b, WFX_WAIT_MS));
 	assert_true(wfx_wait_idle(f));
-	assert_int_equal(stats_of(f, f->root)->dirs_watched, 1);
-	assert_int_equal(stats_of(f, x->b)->dirs_watched, 4);
-	assert_int_equal(stats_of(f, x->b)->caches_removed, 1);
-	assert_int_equal(watches(f), 5);
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched, 1);
+	assert_int_equal(wfx_test_stats(f, x->b)->dirs_watched, 4);
+	assert_int_equal(wfx_test_stats(f, x->b)->caches_removed, 1);
+	assert_int_equal(wfx_watches(f), 5);
 }
 
 /*
@@ -464,7 +442,7 @@ static void test_move_between_roots_applies_target_excludes(void **state)
 	assert_true(wfx_barrier(f, x->b));
 	assert_true(lt_exists("%s/sub/data/__pycache__", x->b));
 	assert_true(lt_exists("%s/sub/data/inner/__pycache__", x->b));
-	assert_int_equal(stats_of(f, x->b)->dirs_watched, 2);   /* top, sub */
+	assert_int_equal(wfx_test_stats(f, x->b)->dirs_watched, 2);   /* top, sub */
 }
 
 /*
@@ -492,12 +470,13 @@ static void test_root_moved_into_another_during_overflow(void **state)
 	/* A covers b now, and B waits for its path to come back. */
 	OK(lt_cache("again", "%s/b/p/q", f->root));
 	assert_true(wfx_wait_no_caches(f, f->root, WFX_WAIT_MS));
-	assert_int_equal(stats_of(f, f->root)->dirs_watched, lt_count_dirs(f->root));
+	assert_int_equal(wfx_test_stats(f, f->root)->dirs_watched,
+			 lt_count_dirs(f->root));
 	assert_true(wfx_wait_state(f, x->b, ROOT_MISSING, WFX_WAIT_MS));
 	OK(watcher_remove_root(f->w, x->b));
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, wfx_test_teardown)
 
 int main(void)
 {

@@ -113,6 +113,29 @@ struct root *wfx_root(struct wfx *f, const char *path)
 	return watcher_find_root(f->w, path);
 }
 
+const struct root_stats *wfx_stats(struct wfx *f, const char *path)
+{
+	struct root *r = wfx_root(f, path);
+
+	return r ? root_stats(r) : NULL;
+}
+
+uint64_t wfx_watches(struct wfx *f)
+{
+	struct watcher_stats s;
+
+	watcher_get_stats(f->w, &s);
+	return s.watches;
+}
+
+bool wfx_watching_exactly(struct wfx *f, const char *dir)
+{
+	const struct root_stats *s = wfx_stats(f, dir);
+	size_t dirs = lt_count_dirs(dir);
+
+	return s && s->dirs_watched == dirs && wfx_watches(f) == dirs;
+}
+
 bool wfx_wait_gone(struct wfx *f, const char *path)
 {
 	return lt_run_until(&f->loop, lt_pred_gone, (void *)path,

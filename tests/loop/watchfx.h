@@ -10,6 +10,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "config.h"
@@ -47,6 +48,13 @@ int wfx_add(struct wfx *f, const struct root_conf *rc);
 int wfx_start(struct wfx *f);
 
 struct root *wfx_root(struct wfx *f, const char *path);
+/* The stats of the root at path; NULL when path is no root. */
+const struct root_stats *wfx_stats(struct wfx *f, const char *path);
+/* inotify watches the watcher holds, over all its roots. */
+uint64_t wfx_watches(struct wfx *f);
+/* Every directory of the root at dir is watched and nothing else is: its
+ * dirs_watched and wfx_watches() both equal lt_count_dirs(dir). */
+bool wfx_watching_exactly(struct wfx *f, const char *dir);
 bool wfx_wait_gone(struct wfx *f, const char *path);
 bool wfx_wait_no_caches(struct wfx *f, const char *dir, unsigned ms);
 bool wfx_wait_state(struct wfx *f, const char *path, enum root_state s,
