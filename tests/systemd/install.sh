@@ -3,13 +3,13 @@
 # exactly the files a packager expects are there, with sane modes, and that
 # the installed pieces fit together.
 #
-#   install.sh MESON BUILDDIR VERSION BINDIR MANDIR DOCDIR UNITDIR BASHDIR ZSHDIR FISHDIR
+#   install.sh MESON BUILDDIR VERSION BINDIR MANDIR EXAMPLEDIR UNITDIR BASHDIR ZSHDIR FISHDIR
 #
 # Directories are absolute install paths; an empty one means that part is
 # disabled in this build and must not be installed at all.
 set -eu
 
-meson=$1 builddir=$2 version=$3 bindir=$4 mandir=$5 docdir=$6 unitdir=$7
+meson=$1 builddir=$2 version=$3 bindir=$4 mandir=$5 exampledir=$6 unitdir=$7
 bashdir=$8 zshdir=$9
 shift 9
 fishdir=$1
@@ -30,7 +30,7 @@ expected=$tmp/expected
 {
 	echo "$bindir/pycached"
 	echo "$bindir/pycachectl"
-	echo "$docdir/pycached.conf"
+	echo "$exampledir/pycached.conf"
 	if [ -n "$mandir" ]; then
 		echo "$mandir/man1/pycached.1"
 		echo "$mandir/man1/pycachectl.1"
