@@ -642,6 +642,25 @@ int main(int argc, char **argv)
 		T(every_exit_status),
 #undef T
 	};
+	struct CMUnitTest run[sizeof(tests) / sizeof(tests[0])];
+	size_t n = 0;
+
+	/*
+	 * Becoming another uid takes root. Without it (an unprivileged
+	 * package build) those cases are left out, not skip()ped: cmocka
+	 * 1.1.5 prints a skipped case as "not ok N # SKIP", which meson's
+	 * TAP parser counts as a failure.
+	 */
+	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		if (geteuid() != 0 &&
+		    (tests[i].test_func == other_uid_refused ||
+		     tests[i].test_func == other_uid_refused_setpriv)) {
+			printf("# %s: left out, becoming uid %d needs root\n",
+			       tests[i].name, NOBODY);
+			continue;
+		}
+		run[n++] = tests[i];
+	}
 	signal(SIGPIPE, SIG_IGN);
-	return hx_run_group(tests, argc, argv);
+	return hx_run_tests_(run, n, argc, argv);
 }
