@@ -279,8 +279,10 @@ static bool skip_name(const struct watcher *w, const struct root *r,
 }
 
 /*
- * A rescan of unwatched directories: d's unwatched children that are no
- * longer there are dropped (without a watch, nothing else says so).
+ * A rescan of unwatched directories: d's children that its name no longer
+ * holds are dropped. Without a watch on d, nothing said they went (or were
+ * renamed: then this same listing queued the new name, and the crawl meets
+ * them there afresh).
  */
 static void prune_children(struct watcher *w, struct dir *d, int fd)
 {
@@ -290,11 +292,9 @@ static void prune_children(struct watcher *w, struct dir *d, int fd)
 		struct dir *next = c->next;
 		struct stat st;
 
-		if (dir_wd(c) >= 0)
-			;
-		else if (fstatat(fd, dir_name(c), &st, AT_SYMLINK_NOFOLLOW) < 0
-			 ? errno == ENOENT
-			 : !S_ISDIR(st.st_mode) || st.st_ino != c->ino)
+		if (fstatat(fd, dir_name(c), &st, AT_SYMLINK_NOFOLLOW) < 0
+		    ? errno == ENOENT
+		    : !S_ISDIR(st.st_mode) || st.st_ino != c->ino)
 			tree_kill(&w->tree, c);
 		c = next;
 	}
