@@ -229,6 +229,27 @@ static void push_settings(struct daemon *d)
 }
 
 /*
+ * A daemon killed in the middle of a copy left its temporary in the prefix;
+ * no other process would ever remove it. Once per prefix this process opens
+ * (relocation runs on this thread: none of this process's is in progress).
+ */
+static void clean_prefix(struct daemon *d, const struct stat *st)
+{
+	struct prefix_result res;
+	int r = prefix_clean(d->prefix_fd, &res);
+
+	d->cleaned_dev = st->st_dev;
+	d->cleaned_ino = st->st_ino;
+	if (r < 0)
+		log_errno(r, "cannot look for unfinished copies in %s",
+			  d->cfg.cache_dir);
+	else if (res.files_removed)
+		log_info("removed %llu unfinished copies (%llu bytes) that a stopped "
+			 "pycached left in %s", (unsigned long long)res.files_removed,
+			 (unsigned long long)res.bytes_removed, d->cfg.cache_dir);
+}
+
+/*
  * (Re)open the relocation prefix, creating it as needed without following
  * symlinks. Without it, relocating roots fall back to deleting, loudly.
  */
@@ -265,6 +286,8 @@ void daemon_use_prefix(struct daemon *d, bool needed)
 		log_warn("the cache directory %s is not empty and has no CACHEDIR.TAG: "
 			 "bytecode is relocated there, but prune and cache_max_size "
 			 "will not touch it", d->cfg.cache_dir);
+	else if (st.st_dev != d->cleaned_dev || st.st_ino != d->cleaned_ino)
+		clean_prefix(d, &st);
 	daemon_check_cache_size(d, true);
 }
 

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 #include <time.h>
 #include <uv.h>
 
@@ -40,6 +41,8 @@ struct daemon {
 	int prefix_fd;              /* cfg.cache_dir (O_PATH) while a root relocates, or -1 */
 	uint64_t prefix_bytes;      /* bytecode in the prefix at the last count */
 	uint64_t relocated_mark;    /* bytes relocated (all roots) at that count */
+	dev_t cleaned_dev;          /* the last prefix cleaned of a dead */
+	ino_t cleaned_ino;          /* daemon's copies (prefix_clean), or 0 */
 	uv_signal_t sig_term;
 	uv_signal_t sig_int;
 	uv_signal_t sig_hup;

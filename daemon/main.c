@@ -121,6 +121,19 @@ static int apply_log_level(const struct daemon *d, const struct options *o)
 	return 0;
 }
 
+/* Now that this is the one daemon: a killed one's unfinished saves. */
+static void clean_state(const struct daemon *d)
+{
+	int r = d->state ? state_clean(d->state) : 0;
+
+	if (r < 0)
+		log_errno(r, "cannot look for unfinished saves of %s",
+			  state_file(d->state));
+	else if (r > 0)
+		log_info("removed %d unfinished saves of %s that a stopped pycached "
+			 "left", r, state_file(d->state));
+}
+
 static int run(struct daemon *d, const struct options *o)
 {
 	uv_loop_t loop;
@@ -140,6 +153,7 @@ static int run(struct daemon *d, const struct options *o)
 	if (r == 0) {
 		log_info("pycached %s started: %zu roots configured",
 			 PYCACHED_VERSION, d->cfg.n_roots);
+		clean_state(d);
 		daemon_apply_roots(d);
 	} else {
 		daemon_stop(d, r);

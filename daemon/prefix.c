@@ -35,6 +35,7 @@ struct seen {
 struct walk {
 	int prefix_fd;
 	bool prune;
+	bool clean;            /* only a dead daemon's copies: see prefix_clean */
 	struct prefix_result *res;
 	struct seen *seen;     /* eviction only */
 	size_t n_seen, cap_seen;
@@ -85,7 +86,7 @@ static struct frame *frame_pop(struct walk *w, struct frame *f)
 	const char *name = up ? strrchr(f->path, '/') + 1 : NULL;
 
 	/* rmdir cannot lose anything: it fails on a directory with content. */
-	if (up && f->entries == 0 &&
+	if (up && !w->clean && f->entries == 0 &&
 	    unlinkat(dirfd(up->dir), name, AT_REMOVEDIR) == 0)
 		w->res->dirs_removed++;
 	else if (up)
@@ -126,18 +127,23 @@ static int remember(struct walk *w, const struct frame *f, const char *name,
 
 /*
  * ".<bytecode name>.pycached-<pid>-<ns>": relocate.c's copy in progress, left
- * behind when the daemon died in the middle of one.
+ * behind when a daemon died in the middle of one. This process's own are
+ * not stale: a walk off the loop thread may meet one being written.
  */
 static bool is_stale_copy(const char *name)
 {
 	const char *tag = strstr(name, ".pycached-");
-	char stem[NAME_MAX + 1];
+	char stem[NAME_MAX + 1], *end;
 	size_t len;
+	long pid;
 
 	if (name[0] != '.' || !tag || tag == name + 1)
 		return false;
 	len = (size_t)(tag - name - 1);
 	if (len > NAME_MAX || strspn(tag + 10, "0123456789-") != strlen(tag + 10))
+		return false;
+	pid = strtol(tag + 10, &end, 10);
+	if (*end != '-' || pid == (long)getpid())
 		return false;
 	memcpy(stem, name + 1, len);
 	stem[len] = '\0';
@@ -150,6 +156,13 @@ static int visit_file(struct walk *w, struct frame *f, const char *name,
 {
 	int fd = dirfd(f->dir);
 
+	if (w->clean) {
+		if (is_stale_copy(name) && unlinkat(fd, name, 0) == 0) {
+			w->res->files_removed++;
+			w->res->bytes_removed += (uint64_t)st->st_size;
+		}
+		return 0;
+	}
 	if (w->prune && (is_stale_copy(name) || (relocate_worth_keeping(name) &&
 	    prefix_has_source(f->path[0] ? f->path : "", name) == 0)) &&
 	    unlinkat(fd, name, 0) == 0) {
@@ -180,6 +193,10 @@ static int walk_tree(struct walk *w)
 			continue;
 		}
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		/* Cleaning looks only at directories and at copies' names. */
+		if (w->clean && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN &&
+		    (de->d_type != DT_REG || !is_stale_copy(de->d_name)))
 			continue;
 		if (fstatat(dirfd(f->dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			continue;
@@ -253,6 +270,16 @@ static bool claimed(int prefix_fd)
 int prefix_prune(int prefix_fd, struct prefix_result *res)
 {
 	struct walk w = { .prefix_fd = prefix_fd, .prune = true, .res = res };
+
+	memset(res, 0, sizeof(*res));
+	if (!claimed(prefix_fd))
+		return -EPERM;
+	return walk_tree(&w);
+}
+
+int prefix_clean(int prefix_fd, struct prefix_result *res)
+{
+	struct walk w = { .prefix_fd = prefix_fd, .clean = true, .res = res };
 
 	memset(res, 0, sizeof(*res));
 	if (!claimed(prefix_fd))

@@ -31,6 +31,14 @@ int prefix_claim(int prefix_fd);
  * allows) no longer exists, then empty directories. 0 or -errno. */
 int prefix_prune(int prefix_fd, struct prefix_result *res);
 
+/*
+ * Remove the copies in progress that a killed daemon left (relocate.c's
+ * ".<name>.pycached-<pid>-<ns>", any pid but this process's); nothing else,
+ * not even directories left empty. Started once per prefix a process opens.
+ * res counts what was removed. 0, -EPERM (unclaimed), or -errno.
+ */
+int prefix_clean(int prefix_fd, struct prefix_result *res);
+
 /* When the bytecode adds up to more than max_bytes, remove the least
  * recently used (atime) until it is under 90% of it. 0 or -errno. */
 int prefix_evict(int prefix_fd, uint64_t max_bytes, struct prefix_result *res);

@@ -1,5 +1,7 @@
 #include "state.h"
 
+#include <dirent.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -307,6 +309,47 @@ void state_destroy(struct state *s)
 	roots_clear(s->roots, s->n_roots);
 	free(s->file);
 	free(s);
+}
+
+/*
+ * state_save()'s "FILE.tmp.XXXXXX" of a daemon killed between mkostemp and
+ * rename. Only regular files, found without following anything.
+ */
+int state_clean(const struct state *s)
+{
+	const char *base = strrchr(s->file, '/') + 1;
+	size_t blen = strlen(base), dlen = (size_t)(base - s->file);
+	char dir[4096];
+	struct dirent *de;
+	struct stat st;
+	int fd, n = 0;
+	DIR *d;
+
+	if (dlen >= sizeof(dir))
+		return -ENAMETOOLONG;
+	memcpy(dir, s->file, dlen);
+	dir[dlen] = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		const char *tail = de->d_name + blen;
+
+		if (strncmp(de->d_name, base, blen) != 0 ||
+		    strncmp(tail, ".tmp.", 5) != 0 || strlen(tail + 5) != 6 ||
+		    fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		if (unlinkat(fd, de->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
 }
 
 int state_reload(struct state *s)

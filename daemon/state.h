@@ -34,6 +34,13 @@ struct state_root {
 int state_new(const char *file, struct state **out);
 void state_destroy(struct state *s);
 
+/*
+ * Remove the temporaries of saves that a killed daemon never finished.
+ * Only once this process is the one daemon (the socket's lock is held): a
+ * running daemon's save in progress looks the same. Count or -errno.
+ */
+int state_clean(const struct state *s);
+
 /* Read the file again (for reload), with state_new's rules. */
 int state_reload(struct state *s);
 

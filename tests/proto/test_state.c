@@ -1,5 +1,6 @@
 /* The persisted roots: round trip, escapes, corruption, the merge. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -161,6 +162,46 @@ static void test_corrupt_moved_aside(void **state)
 	expect_moved_aside(fx, nul, sizeof(nul) - 1);
 }
 
+/* A killed daemon's unfinished saves go; the file and look-alikes stay. */
+static void test_clean_unfinished_saves(void **state)
+{
+	struct fixture *fx = *state;
+	static const char *const keep[] = {
+		"roots", "roots.tmp.ABC", "roots.tmp.ABCDEFG", "roots.tmpXABCDEF",
+		"other.tmp.ABCDEF", "roots.corrupt",
+	};
+	char path[160];
+	struct state *s;
+
+	assert_int_equal(state_new(fx->file, &s), 0);
+	assert_int_equal(state_clean(s), 0);        /* no directory yet */
+	assert_int_equal(state_add(s, "/x", NULL), 0);
+	for (size_t i = 1; i < sizeof(keep) / sizeof(keep[0]); i++) {
+		snprintf(path, sizeof(path), "%s/sub/%s", fx->dir, keep[i]);
+		write_file(path, "x", 1);
+	}
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.a1B2c3", fx->dir);
+	write_file(path, "/half\n/wri", 10);
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.dirdir", fx->dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.linkln", fx->dir);
+	assert_int_equal(symlink("roots", path), 0);
+
+	assert_int_equal(state_clean(s), 1);
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.a1B2c3", fx->dir);
+	assert_int_equal(access(path, F_OK), -1);
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+		snprintf(path, sizeof(path), "%s/sub/%s", fx->dir, keep[i]);
+		assert_int_equal(access(path, F_OK), 0);
+	}
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.dirdir", fx->dir);
+	assert_int_equal(access(path, F_OK), 0);
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.linkln", fx->dir);
+	assert_int_equal(faccessat(AT_FDCWD, path, F_OK, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(state_has(s, "/x"));
+	state_destroy(s);
+}
+
 static void test_escape(void **state)
 {
 	char *e = state_escape("/a\\b\nc\x7f"), *u;
@@ -223,6 +264,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_path_survives, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_moved_aside, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clean_unfinished_saves, setup, teardown),
 		cmocka_unit_test(test_escape),
 		cmocka_unit_test_setup_teardown(test_merge, setup, teardown),
 	};

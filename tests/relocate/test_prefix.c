@@ -189,6 +189,58 @@ static void test_prune_stale_copies(void **state)
 	assert_true(rt_exists("%s/pkg/m.cpython-311.pyc.pycached-1", f->mirror));
 }
 
+/*
+ * The start-up clean: another process's copies go, this process's (one may
+ * be in flight) and every look-alike stay, and nothing else is pruned: no
+ * orphan, no empty directory, nothing behind a symlink.
+ */
+static void test_clean_only_dead_copies(void **state)
+{
+	struct pfx *f = *state;
+	struct prefix_result res;
+	char own[PATH_MAX], link[PATH_MAX], outside[PATH_MAX];
+
+	assert_int_equal(prefix_clean(f->prefix_fd, &res), -EPERM);
+	assert_int_equal(prefix_claim(f->prefix_fd), 0);
+	source(f, "pkg/m.py");
+	rt_fmt(own, sizeof(own), "%s/pkg/.m.cpython-311.pyc.pycached-%ld-7",
+	       f->mirror, (long)getpid());
+	assert_int_equal(rt_write("t", 1, "%s/pkg/.m.cpython-311.pyc.pycached-1-2",
+				  f->mirror), 0);
+	assert_int_equal(rt_write("t", 1, "%s/deep/er/.x.pyc.pycached-99999-1",
+				  f->mirror), 0);
+	assert_int_equal(rt_write("t", 1, "%s", own), 0);
+	assert_int_equal(rt_write("t", 1, "%s/pkg/.notes.txt.pycached-1-2",
+				  f->mirror), 0);
+	assert_int_equal(rt_write("t", 1, "%s/pkg/.m.cpython-311.pyc.pycached-1",
+				  f->mirror), 0);
+	assert_int_equal(rt_mkdirs("%s/pkg/.d.pyc.pycached-1-2", f->mirror), 0);
+	assert_int_equal(rt_pyc(1, 64, "%s/pkg/gone.cpython-311.pyc", f->mirror), 0);
+	assert_int_equal(rt_mkdirs("%s/empty", f->mirror), 0);
+	rt_fmt(outside, sizeof(outside), "%s/outside", f->base);
+	assert_int_equal(rt_write("t", 1, "%s/.o.pyc.pycached-1-2", outside), 0);
+	rt_fmt(link, sizeof(link), "%s/ln", f->mirror);
+	assert_int_equal(symlink(outside, link), 0);
+	rt_fmt(link, sizeof(link), "%s/pkg/.l.pyc.pycached-1-2", f->mirror);
+	assert_int_equal(symlink("m.py", link), 0);
+
+	assert_int_equal(prefix_clean(f->prefix_fd, &res), 0);
+	assert_int_equal(res.files_removed, 2);
+	assert_int_equal(res.dirs_removed, 0);
+	assert_false(rt_exists("%s/pkg/.m.cpython-311.pyc.pycached-1-2",
+			       f->mirror));
+	assert_false(rt_exists("%s/deep/er/.x.pyc.pycached-99999-1", f->mirror));
+	assert_true(rt_exists("%s", own));
+	assert_true(rt_exists("%s/pkg/.notes.txt.pycached-1-2", f->mirror));
+	assert_true(rt_exists("%s/pkg/.m.cpython-311.pyc.pycached-1", f->mirror));
+	assert_true(rt_is_dir("%s/pkg/.d.pyc.pycached-1-2", f->mirror));
+	assert_true(rt_exists("%s/pkg/gone.cpython-311.pyc", f->mirror));
+	assert_true(rt_is_dir("%s/empty", f->mirror));
+	assert_true(rt_is_dir("%s/deep/er", f->mirror));
+	assert_true(rt_exists("%s/.o.pyc.pycached-1-2", outside));
+	assert_true(rt_exists("%s", link));
+}
+
 /* The walk does not follow a symlink in the prefix, even to orphans. */
 static void test_prune_no_symlink(void **state)
 {
@@ -327,6 +379,7 @@ int main(void)
 		T(test_prune_orphans_only),
 		T(test_prune_no_symlink),
 		T(test_prune_stale_copies),
+		T(test_clean_only_dead_copies),
 		T(test_prune_unclaimed),
 		T(test_has_source),
 		T(test_evict_oldest_first),
