@@ -121,7 +121,7 @@ static int apply_log_level(const struct daemon *d, const struct options *o)
 	return 0;
 }
 
-/* Now that this is the one daemon: a killed one's unfinished saves. */
+/* Before the first save of this daemon: a killed one's unfinished saves. */
 static void clean_state(const struct daemon *d)
 {
 	int r = d->state ? state_clean(d->state) : 0;

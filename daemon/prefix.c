@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -127,27 +128,36 @@ static int remember(struct walk *w, const struct frame *f, const char *name,
 
 /*
  * ".<bytecode name>.pycached-<pid>-<ns>": relocate.c's copy in progress, left
- * behind when a daemon died in the middle of one. This process's own are
- * not stale: a walk off the loop thread may meet one being written.
+ * behind when a daemon died in the middle of one. Stale unless a process
+ * other than this one has that pid: another daemon on the same prefix may
+ * be writing it (this one is not: copies start and end in one call on this
+ * thread). A reused pid only keeps a dead copy until the next walk.
  */
 static bool is_stale_copy(const char *name)
 {
-	const char *tag = strstr(name, ".pycached-");
+	const char *tag = NULL, *p = name, *digits;
 	char stem[NAME_MAX + 1], *end;
 	size_t len;
 	long pid;
 
-	if (name[0] != '.' || !tag || tag == name + 1)
+	while ((p = strstr(p, RELOCATE_COPY_TAG)))
+		tag = p++;
+	if (name[0] != '.' || !tag || tag == name)
+		return false;
+	digits = tag + strlen(RELOCATE_COPY_TAG);
+	errno = 0;
+	pid = strtol(digits, &end, 10);
+	if (end == digits || *digits == '-' || *digits == '+' || errno ||
+	    pid <= 0 || *end != '-' || !end[1] ||
+	    strspn(end + 1, "0123456789") != strlen(end + 1))
 		return false;
 	len = (size_t)(tag - name - 1);
-	if (len > NAME_MAX || strspn(tag + 10, "0123456789-") != strlen(tag + 10))
-		return false;
-	pid = strtol(tag + 10, &end, 10);
-	if (*end != '-' || pid == (long)getpid())
-		return false;
 	memcpy(stem, name + 1, len);
 	stem[len] = '\0';
-	return relocate_worth_keeping(stem);
+	if (!relocate_worth_keeping(stem))
+		return false;
+	return pid == (long)getpid() || (kill((pid_t)pid, 0) < 0 &&
+					 errno == ESRCH);
 }
 
 /* A regular file in the tree: prune it, or count (and remember) it. */

@@ -203,8 +203,9 @@ static int copy_across(int src_dir_fd, const char *name, int dst_dir_fd)
 		return -EINVAL;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	snprintf(tmp, sizeof(tmp), ".%.200s.pycached-%ld-%ld", name,
-		 (long)getpid(), (long)ts.tv_nsec);
+	snprintf(tmp, sizeof(tmp), ".%s" RELOCATE_COPY_TAG "%ld-%ld",
+		 strlen(name) <= 200 ? name : "long.pyc", (long)getpid(),
+		 (long)ts.tv_nsec);
 	out = openat(dst_dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 		     O_CLOEXEC, st.st_mode & 0666);
 	if (out < 0) {

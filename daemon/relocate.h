@@ -12,6 +12,14 @@
 
 #include <stdbool.h>
 
+/*
+ * A copy in progress is ".<name>" RELOCATE_COPY_TAG "<pid>-<n>" beside its
+ * destination, or ".long.pyc" RELOCATE_COPY_TAG "<pid>-<n>" when <name> is
+ * too long for that; a daemon killed in the middle leaves it behind
+ * (prefix_clean removes it).
+ */
+#define RELOCATE_COPY_TAG ".pycached-"
+
 enum relocate_outcome {
 	RELOCATE_MOVED,      /* renamed into the prefix */
 	RELOCATE_COPIED,     /* copied across filesystems, then the source unlinked */

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,12 +314,32 @@ void state_destroy(struct state *s)
 }
 
 /*
- * state_save()'s "FILE.tmp.XXXXXX" of a daemon killed between mkostemp and
- * rename. Only regular files, found without following anything.
+ * state_save()'s "FILE.tmp.PID.XXXXXX", of this process (it saves in one
+ * call: none is in progress) or of a pid no process has: a daemon killed
+ * between mkostemp and rename. A live pid may be another daemon that shares
+ * this state directory, in the middle of its save.
  */
+static bool unfinished_save(const char *name, const char *base, size_t blen)
+{
+	const char *p = name + blen + 5, *dot;
+	long pid;
+
+	if (strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0)
+		return false;
+	dot = p + strspn(p, "0123456789");
+	if (dot == p || dot - p > 10 || *dot != '.' || strlen(dot + 1) != 6 ||
+	    strspn(dot + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789") != 6)
+		return false;
+	pid = strtol(p, NULL, 10);
+	return pid > 0 && (pid == (long)getpid() ||
+			   (kill((pid_t)pid, 0) < 0 && errno == ESRCH));
+}
+
 int state_clean(const struct state *s)
 {
-	const char *base = strrchr(s->file, '/') + 1;
+	const char *slash = strrchr(s->file, '/');
+	const char *base = slash ? slash + 1 : s->file;
 	size_t blen = strlen(base), dlen = (size_t)(base - s->file);
 	char dir[4096];
 	struct dirent *de;
@@ -325,11 +347,12 @@ int state_clean(const struct state *s)
 	int fd, n = 0;
 	DIR *d;
 
+	/* The directory state_save() writes into, by the same path. */
 	if (dlen >= sizeof(dir))
 		return -ENAMETOOLONG;
-	memcpy(dir, s->file, dlen);
-	dir[dlen] = '\0';
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	memcpy(dir, slash ? s->file : "./", slash ? dlen : 2);
+	dir[slash ? dlen : 2] = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
 	d = fdopendir(fd);
@@ -338,10 +361,7 @@ int state_clean(const struct state *s)
 		return -errno;
 	}
 	while ((de = readdir(d))) {
-		const char *tail = de->d_name + blen;
-
-		if (strncmp(de->d_name, base, blen) != 0 ||
-		    strncmp(tail, ".tmp.", 5) != 0 || strlen(tail + 5) != 6 ||
+		if (!unfinished_save(de->d_name, base, blen) ||
 		    fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !S_ISREG(st.st_mode))
 			continue;
@@ -422,7 +442,7 @@ static int state_save(const struct state *s)
 	r = paths_mkdir_p(dir, 0700);
 	if (r < 0)
 		return r;
-	snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", s->file);
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld.XXXXXX", s->file, (long)getpid());
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;

@@ -35,9 +35,10 @@ int state_new(const char *file, struct state **out);
 void state_destroy(struct state *s);
 
 /*
- * Remove the temporaries of saves that a killed daemon never finished.
- * Only once this process is the one daemon (the socket's lock is held): a
- * running daemon's save in progress looks the same. Count or -errno.
+ * Remove the temporaries of saves that a killed daemon never finished
+ * in the file's directory: regular files of state_save()'s names only,
+ * none of a live pid (another daemon may share the directory). Count or
+ * -errno.
  */
 int state_clean(const struct state *s);
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -162,41 +163,72 @@ static void test_corrupt_moved_aside(void **state)
 	expect_moved_aside(fx, nul, sizeof(nul) - 1);
 }
 
-/* A killed daemon's unfinished saves go; the file and look-alikes stay. */
+/* A pid no process has: a child's, once it is reaped. */
+static long dead_pid(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0)
+		_exit(0);
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	return (long)pid;
+}
+
+/*
+ * The unfinished saves of a dead pid or of this process go; a live
+ * process's (another daemon sharing the directory, mid-save), the file
+ * and every look-alike stay, and so do a directory and a symlink named
+ * like a save.
+ */
 static void test_clean_unfinished_saves(void **state)
 {
 	struct fixture *fx = *state;
-	static const char *const keep[] = {
-		"roots", "roots.tmp.ABC", "roots.tmp.ABCDEFG", "roots.tmpXABCDEF",
-		"other.tmp.ABCDEF", "roots.corrupt",
-	};
-	char path[160];
+	long dead = dead_pid(), me = (long)getpid();
+	char gone[3][64], keep[9][64], path[1024];
 	struct state *s;
+
+	snprintf(gone[0], 64, "roots.tmp.%ld.a1B2c3", dead);
+	snprintf(gone[1], 64, "roots.tmp.%ld.ZZZZZZ", me);
+	snprintf(gone[2], 64, "roots.tmp.%ld.000000", dead);
+	snprintf(keep[0], 64, "roots");
+	snprintf(keep[1], 64, "roots.tmp.1.a1B2c3");
+	snprintf(keep[2], 64, "roots.tmp.%ld.a1B2c", dead);
+	snprintf(keep[3], 64, "roots.tmp.%ld.a1B2c3d", dead);
+	snprintf(keep[4], 64, "roots.tmp.%ld.a1-2c3", dead);
+	snprintf(keep[5], 64, "roots.tmp.backup");
+	snprintf(keep[6], 64, "roots.tmp..a1B2c3");
+	snprintf(keep[7], 64, "other.tmp.%ld.a1B2c3", dead);
+	snprintf(keep[8], 64, "roots.corrupt");
 
 	assert_int_equal(state_new(fx->file, &s), 0);
 	assert_int_equal(state_clean(s), 0);        /* no directory yet */
 	assert_int_equal(state_add(s, "/x", NULL), 0);
-	for (size_t i = 1; i < sizeof(keep) / sizeof(keep[0]); i++) {
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/sub/%s", fx->dir, gone[i]);
+		write_file(path, "/half\n/wri", 10);
+	}
+	for (size_t i = 1; i < 9; i++) {
 		snprintf(path, sizeof(path), "%s/sub/%s", fx->dir, keep[i]);
 		write_file(path, "x", 1);
 	}
-	snprintf(path, sizeof(path), "%s/sub/roots.tmp.a1B2c3", fx->dir);
-	write_file(path, "/half\n/wri", 10);
-	snprintf(path, sizeof(path), "%s/sub/roots.tmp.dirdir", fx->dir);
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.%ld.dirdir", fx->dir, dead);
 	assert_int_equal(mkdir(path, 0700), 0);
-	snprintf(path, sizeof(path), "%s/sub/roots.tmp.linkln", fx->dir);
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.%ld.linkln", fx->dir, dead);
 	assert_int_equal(symlink("roots", path), 0);
 
-	assert_int_equal(state_clean(s), 1);
-	snprintf(path, sizeof(path), "%s/sub/roots.tmp.a1B2c3", fx->dir);
-	assert_int_equal(access(path, F_OK), -1);
-	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+	assert_int_equal(state_clean(s), 3);
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/sub/%s", fx->dir, gone[i]);
+		assert_int_equal(access(path, F_OK), -1);
+	}
+	for (size_t i = 0; i < 9; i++) {
 		snprintf(path, sizeof(path), "%s/sub/%s", fx->dir, keep[i]);
 		assert_int_equal(access(path, F_OK), 0);
 	}
-	snprintf(path, sizeof(path), "%s/sub/roots.tmp.dirdir", fx->dir);
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.%ld.dirdir", fx->dir, dead);
 	assert_int_equal(access(path, F_OK), 0);
-	snprintf(path, sizeof(path), "%s/sub/roots.tmp.linkln", fx->dir);
+	snprintf(path, sizeof(path), "%s/sub/roots.tmp.%ld.linkln", fx->dir, dead);
 	assert_int_equal(faccessat(AT_FDCWD, path, F_OK, AT_SYMLINK_NOFOLLOW), 0);
 	assert_true(state_has(s, "/x"));
 	state_destroy(s);

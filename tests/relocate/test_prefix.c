@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "prefix.h"
@@ -164,80 +165,120 @@ static void test_prune_orphans_only(void **state)
 	assert_true(rt_exists("%s/CACHEDIR.TAG", f->prefix));
 }
 
+__attribute__((format(printf, 1, 2)))
+static char *fmt_path(const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&p, fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0);
+	return p;
+}
+
+/* A pid no process has: a child's, once it is reaped. */
+static long dead_pid(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0)
+		_exit(0);
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	return (long)pid;
+}
+
 /* A copy a dead daemon left half-done goes; look-alikes stay. */
 static void test_prune_stale_copies(void **state)
 {
 	struct pfx *f = *state;
 	struct prefix_result res;
+	long dead = dead_pid();
 
 	assert_int_equal(prefix_claim(f->prefix_fd), 0);
 	source(f, "pkg/m.py");
-	assert_int_equal(rt_write("t", 1, "%s/pkg/.m.cpython-311.pyc.pycached-12-34",
-				  f->mirror), 0);
-	assert_int_equal(rt_write("t", 1, "%s/pkg/.notes.txt.pycached-12-34",
-				  f->mirror), 0);
+	assert_int_equal(rt_write("t", 1, "%s/pkg/.m.cpython-311.pyc.pycached-%ld-34",
+				  f->mirror, dead), 0);
+	assert_int_equal(rt_write("t", 1, "%s/pkg/.notes.txt.pycached-%ld-34",
+				  f->mirror, dead), 0);
 	assert_int_equal(rt_write("t", 1, "%s/pkg/.m.cpython-311.pyc.pycached-x",
 				  f->mirror), 0);
 	assert_int_equal(rt_write("t", 1, "%s/pkg/m.cpython-311.pyc.pycached-1",
 				  f->mirror), 0);
 	assert_int_equal(prefix_prune(f->prefix_fd, &res), 0);
 	assert_int_equal(res.files_removed, 1);
-	assert_false(rt_exists("%s/pkg/.m.cpython-311.pyc.pycached-12-34",
-			       f->mirror));
-	assert_true(rt_exists("%s/pkg/.notes.txt.pycached-12-34", f->mirror));
+	assert_false(rt_exists("%s/pkg/.m.cpython-311.pyc.pycached-%ld-34",
+			       f->mirror, dead));
+	assert_true(rt_exists("%s/pkg/.notes.txt.pycached-%ld-34", f->mirror,
+			      dead));
 	assert_true(rt_exists("%s/pkg/.m.cpython-311.pyc.pycached-x", f->mirror));
 	assert_true(rt_exists("%s/pkg/m.cpython-311.pyc.pycached-1", f->mirror));
 }
 
 /*
- * The start-up clean: another process's copies go, this process's (one may
- * be in flight) and every look-alike stay, and nothing else is pruned: no
- * orphan, no empty directory, nothing behind a symlink.
+ * The start-up clean: the copies of a dead pid and of this process go
+ * (its copies start and end in one call), those of a live process stay (a
+ * second daemon on the same prefix may be writing them), every look-alike
+ * stays, and nothing else is pruned: no orphan, no empty directory, nothing
+ * behind a symlink.
  */
 static void test_clean_only_dead_copies(void **state)
 {
 	struct pfx *f = *state;
 	struct prefix_result res;
-	char own[PATH_MAX], link[PATH_MAX], outside[PATH_MAX];
+	char link[PATH_MAX], outside[PATH_MAX], name[NAME_MAX + 1];
+	long dead = dead_pid(), me = (long)getpid();
+	char *gone[5], *kept[8];
 
 	assert_int_equal(prefix_clean(f->prefix_fd, &res), -EPERM);
 	assert_int_equal(prefix_claim(f->prefix_fd), 0);
 	source(f, "pkg/m.py");
-	rt_fmt(own, sizeof(own), "%s/pkg/.m.cpython-311.pyc.pycached-%ld-7",
-	       f->mirror, (long)getpid());
-	assert_int_equal(rt_write("t", 1, "%s/pkg/.m.cpython-311.pyc.pycached-1-2",
-				  f->mirror), 0);
-	assert_int_equal(rt_write("t", 1, "%s/deep/er/.x.pyc.pycached-99999-1",
-				  f->mirror), 0);
-	assert_int_equal(rt_write("t", 1, "%s", own), 0);
-	assert_int_equal(rt_write("t", 1, "%s/pkg/.notes.txt.pycached-1-2",
-				  f->mirror), 0);
-	assert_int_equal(rt_write("t", 1, "%s/pkg/.m.cpython-311.pyc.pycached-1",
-				  f->mirror), 0);
-	assert_int_equal(rt_mkdirs("%s/pkg/.d.pyc.pycached-1-2", f->mirror), 0);
-	assert_int_equal(rt_pyc(1, 64, "%s/pkg/gone.cpython-311.pyc", f->mirror), 0);
+	memset(name, 'n', 200);
+	strcpy(name + 200, ".pyc");
+	gone[0] = fmt_path("%s/pkg/.m.cpython-311.pyc.pycached-%ld-2", f->mirror, dead);
+	gone[1] = fmt_path("%s/deep/er/.x.pyc.pycached-%ld-1", f->mirror, dead);
+	gone[2] = fmt_path("%s/pkg/.m.cpython-311.pyc.pycached-%ld-7", f->mirror, me);
+	gone[3] = fmt_path("%s/pkg/.%s.pycached-%ld-3", f->mirror, name, dead);
+	gone[4] = fmt_path("%s/pkg/.a.pycached-9.pyc.pycached-%ld-3", f->mirror, dead);
+	kept[0] = fmt_path("%s/pkg/.m.cpython-311.pyc.pycached-1-2", f->mirror);
+	kept[1] = fmt_path("%s/pkg/.notes.txt.pycached-%ld-2", f->mirror, dead);
+	kept[2] = fmt_path("%s/pkg/.m.cpython-311.pyc.pycached-%ld", f->mirror, dead);
+	kept[3] = fmt_path("%s/pkg/.m.cpython-311.pyc.pycached--%ld-2", f->mirror, dead);
+	kept[4] = fmt_path("%s/pkg/.m.cpython-311.pyc.pycached-%ld-2x", f->mirror, dead);
+	kept[5] = fmt_path("%s/pkg/m.cpython-311.pyc.pycached-%ld-2", f->mirror, dead);
+	kept[6] = fmt_path("%s/pkg/.pycached-%ld-2", f->mirror, dead);
+	kept[7] = fmt_path("%s/pkg/gone.cpython-311.pyc", f->mirror);
+	for (size_t i = 0; i < 5; i++)
+		assert_int_equal(rt_write("t", 1, "%s", gone[i]), 0);
+	for (size_t i = 0; i < 8; i++)
+		assert_int_equal(rt_write("t", 1, "%s", kept[i]), 0);
+	assert_int_equal(rt_mkdirs("%s/pkg/.d.pyc.pycached-%ld-2", f->mirror, dead), 0);
 	assert_int_equal(rt_mkdirs("%s/empty", f->mirror), 0);
 	rt_fmt(outside, sizeof(outside), "%s/outside", f->base);
-	assert_int_equal(rt_write("t", 1, "%s/.o.pyc.pycached-1-2", outside), 0);
+	assert_int_equal(rt_write("t", 1, "%s/.o.pyc.pycached-%ld-2", outside, dead), 0);
 	rt_fmt(link, sizeof(link), "%s/ln", f->mirror);
 	assert_int_equal(symlink(outside, link), 0);
-	rt_fmt(link, sizeof(link), "%s/pkg/.l.pyc.pycached-1-2", f->mirror);
+	rt_fmt(link, sizeof(link), "%s/pkg/.l.pyc.pycached-%ld-2", f->mirror, dead);
 	assert_int_equal(symlink("m.py", link), 0);
 
 	assert_int_equal(prefix_clean(f->prefix_fd, &res), 0);
-	assert_int_equal(res.files_removed, 2);
+	assert_int_equal(res.files_removed, 5);
 	assert_int_equal(res.dirs_removed, 0);
-	assert_false(rt_exists("%s/pkg/.m.cpython-311.pyc.pycached-1-2",
-			       f->mirror));
-	assert_false(rt_exists("%s/deep/er/.x.pyc.pycached-99999-1", f->mirror));
-	assert_true(rt_exists("%s", own));
-	assert_true(rt_exists("%s/pkg/.notes.txt.pycached-1-2", f->mirror));
-	assert_true(rt_exists("%s/pkg/.m.cpython-311.pyc.pycached-1", f->mirror));
-	assert_true(rt_is_dir("%s/pkg/.d.pyc.pycached-1-2", f->mirror));
-	assert_true(rt_exists("%s/pkg/gone.cpython-311.pyc", f->mirror));
+	for (size_t i = 0; i < 5; i++) {
+		assert_false(rt_exists("%s", gone[i]));
+		free(gone[i]);
+	}
+	for (size_t i = 0; i < 8; i++) {
+		assert_true(rt_exists("%s", kept[i]));
+		free(kept[i]);
+	}
+	assert_true(rt_is_dir("%s/pkg/.d.pyc.pycached-%ld-2", f->mirror, dead));
 	assert_true(rt_is_dir("%s/empty", f->mirror));
 	assert_true(rt_is_dir("%s/deep/er", f->mirror));
-	assert_true(rt_exists("%s/.o.pyc.pycached-1-2", outside));
+	assert_true(rt_exists("%s/.o.pyc.pycached-%ld-2", outside, dead));
 	assert_true(rt_exists("%s", link));
 }
 
