@@ -2,9 +2,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #ifdef HAVE_LIBSYSTEMD
@@ -17,10 +20,36 @@
 #include "state.h"
 #include "watch.h"
 
+/*
+ * sd_notify(), without ever blocking: libsystemd's sends on a blocking
+ * socket, and a supervisor that does not read (a full datagram queue holds
+ * net.unix.max_dgram_qlen messages, 10 here) would stop the daemon in the
+ * middle of its work. A message that does not fit is dropped: STATUS= and
+ * WATCHDOG=1 come again, and a READY=1 nobody reads changes nothing.
+ */
 static void notify(const char *msg)
 {
 #ifdef HAVE_LIBSYSTEMD
-	sd_notify(0, msg);
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = path ? strlen(path) : 0;
+	int fd;
+
+	if (len < 2 || len >= sizeof(sa.sun_path) ||
+	    (path[0] != '/' && path[0] != '@'))
+		return;
+	memcpy(sa.sun_path, path, len);
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0';   /* the abstract namespace */
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL,
+		   (struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+		log_debug("the service manager missed '%.20s': %s", msg,
+			  strerror(errno));
+	close(fd);
 #else
 	(void)msg;
 #endif

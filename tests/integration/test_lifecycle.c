@@ -192,6 +192,28 @@ static void exits_0_on(struct hx *h, int sig)
 	assert_int_equal(hx_stop(h, sig), 0);
 }
 
+/*
+ * A service manager that does not read its notify socket (the queue holds
+ * ten datagrams) must not stop the daemon: forty reloads send three times
+ * that, and the daemon still answers and exits 0 on SIGTERM.
+ */
+static void unread_notify_socket(void **state)
+{
+	struct hx *h = *state;
+	const char *root = hx_path(h, "root");
+	hx_mkdirs(root);
+	hx_config_roots(h, NULL, root, NULL);
+	hx_start(h, NULL);
+	for (int i = 0; i < 40; i++) {
+		struct hx_proc p = hx_ctl(h, (const char *[]){ "reload", NULL });
+		if (p.status != 0)
+			fail_msg("reload %d: status %d: %s", i + 1, p.status, p.err);
+	}
+	struct hx_proc p = hx_ctl(h, (const char *[]){ "status", NULL });
+	assert_int_equal(p.status, 0);
+	assert_int_equal(hx_stop(h, SIGTERM), 0);
+}
+
 static void sigterm_exits_0(void **state) { exits_0_on(*state, SIGTERM); }
 static void sigint_exits_0(void **state) { exits_0_on(*state, SIGINT); }
 
@@ -211,6 +233,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(root_replaced_by_symlink,
 						hx_setup, hx_teardown),
 		cmocka_unit_test_setup_teardown(default_config_path,
+						hx_setup, hx_teardown),
+		cmocka_unit_test_setup_teardown(unread_notify_socket,
 						hx_setup, hx_teardown),
 		cmocka_unit_test_setup_teardown(sigterm_exits_0,
 						hx_setup, hx_teardown),
