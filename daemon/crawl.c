@@ -402,6 +402,31 @@ static int parent_fd(struct watcher *w, struct item *it)
 	return fd;
 }
 
+/*
+ * parent/name could not be opened for reading (mode 000, say): say so, and
+ * have the parent's watch hear a chmod of it (WATCH_MASK_BLOCKED). pfd is
+ * the parent's directory; its watch is changed only if it is that node's.
+ */
+static void blocked(struct watcher *w, struct dir *parent, int pfd,
+		    const char *name, int err)
+{
+	struct root *r = watch_root_of(parent);
+	char *path = r ? tree_path(parent, r->conf.path, name) : NULL;
+	char proc[32];
+	int wd = -1;
+
+	if (dir_wd(parent) >= 0) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+		wd = inotify_add_watch(w->fd, proc, WATCH_MASK_BLOCKED);
+		if (wd >= 0 && wd != dir_wd(parent) && !tree_by_wd(&w->tree, wd))
+			inotify_rm_watch(w->fd, wd);
+	}
+	log_warn("cannot read %s: %s; %s", path ? path : name, strerror(err),
+		 wd == dir_wd(parent) && wd >= 0 ? "it is crawled once it can be read"
+		 : "it is crawled by the next sweep of its root");
+	free(path);
+}
+
 static void crawl_one(struct watcher *w, struct item *it)
 {
 	struct job *j = it->job;
@@ -431,6 +456,8 @@ static void crawl_one(struct watcher *w, struct item *it)
 
 		if (err == EMFILE || err == ENFILE || err == ENOMEM)
 			j->status = -err;
+		else if ((err == EACCES || err == EPERM) && parent)
+			blocked(w, parent, pfd, it->name, err);
 		else if (gone && dir_wd(gone) < 0 &&
 			 (err == ENOENT || err == ENOTDIR || err == ELOOP))
 			tree_kill(&w->tree, gone);

@@ -209,6 +209,9 @@ static void dir_event(struct watcher *w, struct dir *d,
 		moved_from(w, d, ev->name, ev->cookie);
 	else if (ev->mask & IN_MOVED_TO)
 		moved_to(w, d, ev->name, ev->cookie);
+	else if ((ev->mask & IN_ATTRIB) && strcmp(ev->name, PYCACHE_NAME) &&
+		 !tree_child(d, ev->name))
+		dir_appeared(w, d, ev->name);   /* WATCH_MASK_BLOCKED: readable? */
 }
 
 /* The directory's own watch says it died, moved, or lost its watch. */

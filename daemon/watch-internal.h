@@ -33,6 +33,13 @@
 /* What every directory watch subscribes: no IN_MODIFY/IN_ATTRIB, no noise. */
 #define WATCH_MASK (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | \
 		    IN_MOVE_SELF | IN_ONLYDIR)
+/*
+ * A directory with a subdirectory it could not read (EACCES) also hears
+ * IN_ATTRIB, the one event a chmod of that child makes in its parent, so
+ * that the child is crawled once it can be; until the parent is crawled
+ * again, when its watch goes back to WATCH_MASK.
+ */
+#define WATCH_MASK_BLOCKED (WATCH_MASK | IN_ATTRIB)
 /* Caches remembered per root as not to be retried (struct root::avoid). */
 #define AVOID_MAX 16
 
