@@ -168,6 +168,11 @@ static void start_watchdog(struct daemon *d)
 #endif
 }
 
+/*
+ * READY=1 once every root is crawled and swept: at start, and after each
+ * RELOADING=1 (ExecReload= waits for it), so that "reload done" also means
+ * the new roots are watched.
+ */
 static void send_ready(struct daemon *d)
 {
 	if (d->ready)
@@ -385,6 +390,7 @@ int daemon_reload(struct daemon *d, FILE *errs)
 	snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%llu",
 		 (unsigned long long)(uv_hrtime() / 1000));
 	notify(buf);
+	d->ready = false;
 	r = config_load(&nc, d->config_file, d->config_explicit, mem);
 	fclose(mem);
 	if (errs && text)
@@ -404,8 +410,9 @@ int daemon_reload(struct daemon *d, FILE *errs)
 		log_info("configuration reloaded: %zu roots", d->cfg.n_roots);
 	}
 	record_reload(d, r, text);
-	notify("READY=1");
-	daemon_notify_status(d);
+	/* Else the watcher's idle callback sends it when the crawl ends. */
+	if (!watcher_busy(d->watcher))
+		send_ready(d);
 	return r;
 }
 

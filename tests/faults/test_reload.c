@@ -14,6 +14,8 @@
  * and after the storm, once the last version is in force: its roots are
  * swept, its excludes hold, and the daemon holds exactly one inotify
  * watch per directory of its roots (fdinfo), as many as status says.
+ * Then READY=1 after SIGHUP comes only once a new root is crawled and
+ * swept.
  *
  * Knobs: RELOAD_ROUNDS (100), RELOAD_SEED.
  */
@@ -393,10 +395,40 @@ static void reload_storm(void **state)
 	assert_int_equal(expect_one_version(&s, "after a broken reload"), 1);
 }
 
+/*
+ * READY=1 after RELOADING=1 means the new roots are watched and swept:
+ * their old caches are gone by then, as at start (tests/systemd).
+ */
+static void ready_after_crawl(void **state)
+{
+	struct hx *h = *state;
+	const char *r1 = hx_path(h, "r1"), *r2 = hx_path(h, "r2");
+
+	hx_mkdirs(hx_path(h, "r1/pkg"));
+	for (int i = 0; i < 300; i++) {
+		const char *dir = hx_path(h, "r2/p%03d/a/b", i);
+
+		hx_mkdirs(dir);
+		hx_cache(dir, 1);
+	}
+	hx_config_roots(h, NULL, r1, NULL);
+	hx_start(h, NULL);
+	assert_int_equal(hx_count_caches(r2), 300);
+
+	hx_config_roots(h, NULL, r1, r2, NULL);
+	hx_reload(h);
+	size_t left = hx_count_caches(r2);
+	if (left)
+		fail_msg("READY=1 came after SIGHUP with %zu of 300 caches of the "
+			 "new root still there", left);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(reload_storm, hx_setup, hx_teardown),
+		cmocka_unit_test_setup_teardown(ready_after_crawl, hx_setup,
+						hx_teardown),
 	};
 	return hx_run_group(tests, argc, argv);
 }
