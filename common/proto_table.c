@@ -45,7 +45,9 @@ const struct proto_command proto_commands[] = {
 	  "Per root: its state, directories watched, caches removed, bytes "
 	  "reclaimed, skipped caches and why, and directories whose cache "
 	  "keeps coming back. For the daemon: version, pid, uptime, inotify "
-	  "watches against the kernel limit, overflows, the last reload.",
+	  "watches against the kernel limit, overflows, and when the last "
+	  "reload was and whether it failed, with its errors as FILE:LINE: "
+	  "message (last_reload in --json).",
 	  PROTO_STATUS },
 	{ "sweep", "[PATH...]",
 	  "Rescan roots (all by default) and remove the caches found", NULL,
