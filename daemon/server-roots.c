@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "log.h"
 #include "match.h"
 #include "paths.h"
 #include "server-internal.h"
@@ -229,6 +230,10 @@ static void add_start(struct server_request *req, char *canon, bool has_mode,
 			r = 0;
 	}
 	if (r < 0) {
+		/* The file still holds the roots it held: nothing was added. */
+		if (d->state)
+			log_errno(r, "cannot save the roots to %s: %s not added",
+				  state_file(d->state), canon);
 		server_reply_errno(req, r, "saving %s", d->state ?
 				   state_file(d->state) : "the new root");
 		free(canon);
@@ -349,6 +354,9 @@ void server_method_remove(struct server_request *req,
 	if (gone && state_has(d->state, gone))
 		r = state_remove(d->state, gone);
 	if (!gone || r < 0) {
+		if (gone)
+			log_errno(r, "cannot save the roots to %s: %s not removed",
+				  state_file(d->state), gone);
 		server_reply_errno(req, gone ? r : -ENOMEM, "saving %s",
 				   d->state ? state_file(d->state) : "state");
 		free(gone);
