@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "proto.h"
+
 /*
  * The logger is process-wide by nature (stderr is): this is the one piece of
  * file-scope state both binaries share.
@@ -104,30 +106,92 @@ static const char *level_color(enum log_level level)
 	return "";
 }
 
+/*
+ * File names are the user's bytes: a newline in one must not forge a log
+ * line, nor an escape sequence (C0 or C1) repaint a terminal, and one byte
+ * that is not UTF-8 makes journalctl show the whole message as a blob.
+ * Such bytes are written \xNN, as proto.h escapes names and pycachectl
+ * prints them; the rest, backslashes included, is kept.
+ */
+static bool log_keeps(const unsigned char *s, size_t n)
+{
+	if (n == 1)
+		return s[0] >= 0x20 && s[0] != 0x7f;
+	return n > 1 && !(s[0] == 0xc2 && s[1] < 0xa0);
+}
+
+static char *log_escape(const char *text)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = (const unsigned char *)text;
+	size_t len = strlen(text), o = 0;
+	char *out = malloc(len * 4 + 1);
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len;) {
+		size_t n = proto_utf8_seq(text + i, len - i);
+
+		if (log_keeps(s + i, n)) {
+			memcpy(out + o, s + i, n);
+			o += n;
+			i += n;
+			continue;
+		}
+		for (size_t end = i + (n ? n : 1); i < end; i++) {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[s[i] >> 4];
+			out[o++] = hex[s[i] & 0xf];
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* Out of memory: still one line, with every doubtful byte a '?'. */
+static void log_blank(char *text)
+{
+	for (unsigned char *p = (unsigned char *)text; *p; p++)
+		if (*p < 0x20 || *p >= 0x7f)
+			*p = '?';
+}
+
 LOG_FORMAT(3, 0)
 static void vlog_suffix(enum log_level level, const char *suffix,
 			const char *fmt, va_list ap)
 {
-	char buf[2048];
-	int saved = errno;
+	char small[2048], *text = small, *line;
+	int saved = errno, n;
+	va_list again;
 
 	if (level > log_state.level)
 		return;
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	/* File names are the user's bytes: a newline in one must not forge a
-	 * log line, nor an escape sequence repaint a terminal. */
-	for (char *p = buf; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
+	/* Deep paths pass PATH_MAX: a record is printed whole, not cut. */
+	va_copy(again, ap);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	if (n >= (int)sizeof(small) && (text = malloc((size_t)n + 1)))
+		vsnprintf(text, (size_t)n + 1, fmt, again);
+	va_end(again);
+	if (!text)
+		text = small;
+	line = log_escape(text);
+	if (!line)
+		log_blank(text);
 	/* One fprintf per line keeps lines whole in the journal. */
 	if (log_state.journal)
-		fprintf(stderr, "<%d>%s%s\n", (int)level, buf, suffix);
+		fprintf(stderr, "<%d>%s%s\n", (int)level, line ? line : text,
+			suffix);
 	else if (log_state.color)
 		fprintf(stderr, "%s: %s%s\033[0m: %s%s\n", log_state.prog,
-			level_color(level), level_word(level), buf, suffix);
+			level_color(level), level_word(level),
+			line ? line : text, suffix);
 	else
 		fprintf(stderr, "%s: %s: %s%s\n", log_state.prog,
-			level_word(level), buf, suffix);
+			level_word(level), line ? line : text, suffix);
+	free(line);
+	if (text != small)
+		free(text);
 	errno = saved;
 }
 

@@ -153,6 +153,11 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
+size_t proto_utf8_seq(const char *s, size_t len)
+{
+	return utf8_seq((const unsigned char *)s, len);
+}
+
 bool proto_utf8_valid(const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s;

@@ -249,6 +249,8 @@ int proto_get_bool(struct json_object *obj, const char *key, bool *out);
 
 /* True when s[0..len) is valid UTF-8 (RFC 3629: no overlongs, surrogates). */
 bool proto_utf8_valid(const char *s, size_t len);
+/* Length of the valid UTF-8 sequence starting s (len > 0 bytes), or 0. */
+size_t proto_utf8_seq(const char *s, size_t len);
 /* The file-name escape described above; caller frees. NULL on ENOMEM. */
 char *proto_name_escape(const char *name);
 
