@@ -58,15 +58,20 @@ void out_json(struct json_object *params)
 
 void out_name(FILE *f, const char *name)
 {
-	/* Invalid UTF-8 as the daemon escapes it, then control characters. */
+	/* Invalid UTF-8 as the daemon escapes it, then control characters:
+	 * C0, DEL and C1 (U+0080..U+009F, where U+009B is a CSI). */
 	char *esc = proto_name_escape(name);
 
 	for (const unsigned char *p = (const unsigned char *)(esc ? esc : name);
 	     *p; p++) {
-		if (*p < 0x20 || *p == 0x7f)
+		if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			fprintf(f, "\\xc2\\x%02x", p[1]);
+			p++;
+		} else if (*p < 0x20 || *p == 0x7f) {
 			fprintf(f, "\\x%02x", *p);
-		else
+		} else {
 			fputc(*p, f);
+		}
 	}
 	free(esc);
 }
