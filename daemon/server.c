@@ -500,6 +500,30 @@ static void on_tick(uv_timer_t *t)
 		uv_timer_stop(&s->tick);
 }
 
+/*
+ * A cap that only turns new clients away is a lock-out: whoever holds the
+ * connections keeps pycachectl out until they stall. Evict instead the
+ * client that has gone longest without progress and has no call in the
+ * works; a client that connects to use the socket gets a turn. False when
+ * every other client has a call in the works.
+ */
+static bool make_room(struct server *s, struct client *fresh)
+{
+	struct client *oldest = NULL;
+
+	for (struct client *c = s->clients; c; c = c->next)
+		if (c != fresh && !c->closing && !c->req &&
+		    (!oldest || c->last_msec < oldest->last_msec))
+			oldest = c;
+	if (!s->warned_full)
+		log_warn("more than %d control clients: closing the longest "
+			 "idle ones", SERVER_MAX_CLIENTS);
+	s->warned_full = true;
+	if (!oldest)
+		return false;
+	client_close(oldest);
+	return true;
+}
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -520,15 +544,12 @@ static void on_connection(uv_stream_t *listener, int status)
 		client_close(c);
 		return;
 	}
-	if (s->n_clients > SERVER_MAX_CLIENTS) {
-		if (!s->warned_full)
-			log_warn("more than %d control clients: closing new ones",
-				 SERVER_MAX_CLIENTS);
-		s->warned_full = true;
+	if (s->n_clients > SERVER_MAX_CLIENTS && !make_room(s, c)) {
 		client_close(c);
 		return;
 	}
-	s->warned_full = false;
+	if (s->n_clients <= SERVER_MAX_CLIENTS)
+		s->warned_full = false;
 	client_update_reading(c);
 	if (!uv_is_active((uv_handle_t *)&s->tick))
 		uv_timer_start(&s->tick, on_tick, TICK_MSEC, TICK_MSEC);

@@ -10,6 +10,8 @@
 struct daemon;
 struct server;
 
+/* Past this many clients, each new one evicts the longest idle client
+ * that has no call in the works (or is closed, when all have one). */
 #define SERVER_MAX_CLIENTS 128
 /* A client that makes no progress (half a request, an unread reply) goes. */
 #define SERVER_STALL_MSEC 10000
