@@ -570,9 +570,14 @@ static void job_done(struct watcher *w, struct job *j)
 		r->crawled = true;
 	if (r->active && !crawl_root_busy(w, r, false))
 		r->want_warn = true;
-	if (j->status < 0 && j->status != -ECANCELED)
-		log_errno(j->status, "%s: part of it could not be crawled",
-			  r->conf.path);
+	/* What it missed is neither watched nor known: crawl it all again
+	 * once the fault may have passed (watch.c's slow rescan). */
+	if (j->status < 0 && j->status != -ECANCELED) {
+		log_errno(j->status, "%s: part of it could not be crawled; "
+			  "it is crawled again in a few seconds", r->conf.path);
+		if (r->active && !r->dead)
+			r->want_retry = true;
+	}
 	if (j->cb)
 		j->cb(r, j->status, j->ud);
 	r->pins--;

@@ -78,6 +78,8 @@ struct root {
 	bool want_activate;   /* lost: find it again, or wait for it */
 	bool want_rescan;     /* the names held are stale: crawl it all */
 	bool want_warn;       /* a crawl ended: say once if directories are unwatched */
+	bool want_retry;      /* a crawl failed part way (EMFILE, EIO): rescan it
+			       * on the next tick of the slow rescan */
 	int anchor_wd;        /* watch on the nearest existing ancestor, or -1 */
 	char *anchor_next;    /* the name the anchor waits for, owned */
 	size_t unwatched_next;    /* where the next rescan tick starts */

@@ -210,9 +210,14 @@ static void rescan_unwatched(struct watcher *w, struct root *r)
 
 void roots_rescan_unwatched(struct watcher *w)
 {
-	for (struct root *r = w->roots; r; r = r->next)
-		if (r->tt.unwatched && r->active)
+	for (struct root *r = w->roots; r; r = r->next) {
+		if (r->want_retry) {
+			r->want_retry = false;
+			watch_post_rescan(w, r);
+		} else if (r->tt.unwatched && r->active) {
 			rescan_unwatched(w, r);
+		}
+	}
 }
 
 /* --- added, removed, swept ------------------------------------------------ */

@@ -79,6 +79,9 @@ static void schedule(struct watcher *w)
 	uint64_t due = drain_next_deadline(w), now;
 	bool unwatched = tree_unwatched_count(&w->tree) > 0;
 
+	for (const struct root *r = w->roots; r && !unwatched; r = r->next)
+		unwatched = r->want_retry;
+
 	if (w->closing)
 		return;
 	if (w->stack && !uv_is_active((uv_handle_t *)&w->crawl_idle))
