@@ -102,7 +102,7 @@ size_t ft_kernel_watches(struct hx *h)
 	pid_t pid = hx_pid(h);
 	struct dirent *de;
 	size_t n = 0;
-	DIR *d;
+	DIR *d = NULL;
 
 	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
 	if (!pid || !(d = opendir(path)))

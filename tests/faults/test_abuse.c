@@ -375,7 +375,7 @@ static void request_split_byte_by_byte(void **state)
 	int fd = raw_connect(h);
 	struct inbox in = { 0 };
 	for (size_t i = 0; i < sizeof STATUS_REQUEST; i++) {
-		send_all(fd, STATUS_REQUEST + i, 1);
+		send_all(fd, &STATUS_REQUEST[i], 1);
 		/* The pause is the point: a slow writer, not a wait. */
 		(void)poll(NULL, 0, 5);
 		if (i == sizeof STATUS_REQUEST / 2)
