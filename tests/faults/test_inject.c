@@ -340,9 +340,12 @@ static void crawl_fails(struct hx *h, const char *trace, const char *inject,
 	size_t injected;
 
 	start_one_root(h);
+	/* Made aside and moved in whole: its first crawl is the one that
+	 * fails, with nothing racing it. */
+	hx_mkdirs(hx_path(h, "stage/new/a/b"));
+	hx_cache(hx_path(h, "stage/new/a/b"), 2);
 	tracer_start(h, &t, trace, inject, NULL);
-	hx_mkdirs(hx_path(h, "root/new/a/b"));
-	hx_cache(hx_path(h, "root/new/a/b"), 2);
+	hx_rename(hx_path(h, "stage/new"), hx_path(h, "root/new"));
 	if (text && !hx_wait_log(h, text, HX_REMOVE_MS))
 		fail_msg("nothing about \"%s\" in the log", text);
 	expect_whole_caches(h, hx_path(h, "root/new/a/b"), 2);
