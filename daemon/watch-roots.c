@@ -103,6 +103,7 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 	bool missing = fd < 0 && anchor >= 0;
 	uint64_t ino;
 	struct job *j;
+	int err = 0;
 
 	r->want_activate = false;
 	if (missing) {
@@ -118,13 +119,17 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 			cb(r, -ENOENT, ud);
 		return;
 	}
-	if (fd < 0 || reaper_fd_identity(fd, &r->mnt_id, &ino) < 0 ||
+	if (fd < 0 || (err = reaper_fd_identity(fd, &r->mnt_id, &ino)) < 0 ||
 	    !(j = crawl_job_new(w, r, reap, true, cb, ud))) {
+		err = fd < 0 ? fd : err < 0 ? err : -ENOMEM;
 		if (fd >= 0)
 			close(fd);
-		set_missing(r, "out of memory");
+		set_missing(r, strerror(-err));
+		/* It is there, but could not be taken (ENOMEM, EMFILE): no
+		 * event will say when it can, so the slow rescan tries again. */
+		r->want_retry = true;
 		if (cb)
-			cb(r, -ENOMEM, ud);
+			cb(r, err, ud);
 		return;
 	}
 	anchor_release(w, r);
@@ -213,7 +218,10 @@ void roots_rescan_unwatched(struct watcher *w)
 	for (struct root *r = w->roots; r; r = r->next) {
 		if (r->want_retry) {
 			r->want_retry = false;
-			watch_post_rescan(w, r);
+			if (r->active)
+				watch_post_rescan(w, r);
+			else if (!r->dead && r->anchor_wd < 0)
+				r->want_activate = true;
 		} else if (r->tt.unwatched && r->active) {
 			rescan_unwatched(w, r);
 		}
