@@ -1,5 +1,6 @@
 #include "watch-reap.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +141,11 @@ void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
 	src_dir = relocate ? tree_path(parent, r->conf.path, NULL) : NULL;
 	watch_policy(w, r, src_dir, &pol);
 	err = reaper_reap(parent_fd, name, &pol, &res);
+	/* Without its source directory's path the bytecode cannot go to the
+	 * prefix, and went as in delete mode: say so, as for any other
+	 * relocation that failed. */
+	if (err == 0 && relocate && !src_dir && res.files)
+		res.relocate_error = -ENOMEM;
 	if (err == 0 && drained)
 		watch_add_moved(&res, drained);
 	path = wants_path(err, &res) ? tree_path(parent, r->conf.path, name) : NULL;
