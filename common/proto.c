@@ -216,10 +216,15 @@ int proto_parse(const char *text, size_t len, struct json_object **out)
 		return -ENOMEM;
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT |
 				    JSON_TOKENER_VALIDATE_UTF8);
+	/* json-c 0.16 has no error code for a failed allocation: it stops
+	 * where it failed, and only malloc's errno tells it from bad input. */
+	errno = 0;
 	obj = json_tokener_parse_ex(tok, text, (int)len);
-	if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
-	    json_tokener_get_parse_end(tok) != len ||
-	    !json_object_is_type(obj, json_type_object)) {
+	if (!obj && errno == ENOMEM) {
+		r = -ENOMEM;
+	} else if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
+		   json_tokener_get_parse_end(tok) != len ||
+		   !json_object_is_type(obj, json_type_object)) {
 		json_object_put(obj);
 		r = -EBADMSG;
 	} else {
@@ -383,12 +388,15 @@ int proto_serialize(struct json_object *msg, size_t max, char **out,
 		    size_t *len)
 {
 	size_t n;
-	const char *s = json_object_to_json_string_length(
-		msg, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
-		&n);
+	const char *s;
 	char *buf;
 
-	if (!s)
+	/* json-c 0.16 drops what it could not append to its buffer and
+	 * returns the rest, invalid JSON: only malloc's errno tells. */
+	errno = 0;
+	s = json_object_to_json_string_length(
+		msg, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+	if (!s || errno == ENOMEM)
 		return -ENOMEM;
 	if (n > max)
 		return -EMSGSIZE;

@@ -317,14 +317,24 @@ static void dispatch(struct client *c, const char *text, size_t len)
 	struct json_object *msg = NULL;
 	struct server_request *req;
 	struct proto_call call;
+	int r;
 
 	if (!proto_utf8_valid(text, len)) {
 		client_fail(c, PROTO_E_INVALID_REQUEST,
 			    one_param("reason", "the request is not valid UTF-8"));
 		return;
 	}
-	if (proto_parse(text, len, &msg) < 0 ||
-	    proto_call_parse(msg, &call) < 0) {
+	r = proto_parse(text, len, &msg);
+	if (r == 0)
+		r = proto_call_parse(msg, &call);
+	if (r == -ENOMEM) {
+		/* Not the client's fault, and nothing sane to say. */
+		log_errno(r, "cannot read a control request");
+		client_close(c);
+		json_object_put(msg);
+		return;
+	}
+	if (r < 0) {
 		client_fail(c, PROTO_E_INVALID_REQUEST,
 			    one_param("reason", "not a varlink call: one JSON "
 				      "object with a \"method\""));
