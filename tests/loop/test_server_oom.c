@@ -52,6 +52,56 @@
 
 #define OK(expr) assert_int_equal((expr), 0)
 
+static bool in_tokener;      /* see __wrap_json_tokener_parse_ex */
+static bool in_object_add;   /* see __wrap_json_object_object_add */
+
+/*
+ * json-c 0.16's json_object_object_add() leaks its copy of the key when
+ * growing the table fails (json_object.c, json_object_object_add_ex): a
+ * block per failure, which no caller can free. Allocations inside it are
+ * not failed either (the daemon's proto_add() handles its -1 correctly).
+ */
+int __real_json_object_object_add(struct json_object *obj, const char *key,
+				  struct json_object *val);
+int __wrap_json_object_object_add(struct json_object *obj, const char *key,
+				  struct json_object *val);
+
+int __wrap_json_object_object_add(struct json_object *obj, const char *key,
+				  struct json_object *val)
+{
+	int r;
+
+	in_object_add = true;
+	r = __real_json_object_object_add(obj, key, val);
+	in_object_add = false;
+	return r;
+}
+
+/*
+ * json-c 0.16's tokener does not check the strdup() of an object's key
+ * (json_tokener.c, object_field): a failed one is handed to
+ * json_object_object_add_ex() and strlen(NULL) crashes the daemon. No
+ * caller can work around it, so that one allocation is never failed here
+ * (json-c 0.17 checks it: json_tokener_error_memory). Every other
+ * allocation of the tokener is.
+ */
+struct json_tokener;
+struct json_object *__real_json_tokener_parse_ex(struct json_tokener *tok,
+						 const char *str, int len);
+struct json_object *__wrap_json_tokener_parse_ex(struct json_tokener *tok,
+						 const char *str, int len);
+
+struct json_object *__wrap_json_tokener_parse_ex(struct json_tokener *tok,
+						 const char *str, int len)
+{
+	struct json_object *o;
+
+	in_tokener = true;
+	o = __real_json_tokener_parse_ex(tok, str, len);
+	in_tokener = false;
+	return o;
+}
+
 #if HAVE_ALLOC_FAILURES
 /* --- the allocator (as in test_watch_oom.c) ------------------------------- */
 
@@ -65,8 +115,6 @@ static unsigned long alloc_fail_at;  /* 1-based; 0: fail none */
 static unsigned long alloc_calls;
 static bool alloc_failed;
 static long alloc_live;
-static bool in_tokener;      /* see __wrap_json_tokener_parse_ex */
-static bool in_object_add;   /* see __wrap_json_object_object_add */
 
 __attribute__((noinline)) static void oom_injected(void)
 {
@@ -119,53 +167,6 @@ void free(void *p)
 	__libc_free(p);
 }
 
-/*
- * json-c 0.16's tokener does not check the strdup() of an object's key
- * (json_tokener.c, object_field): a failed one is handed to
- * json_object_object_add_ex() and strlen(NULL) crashes the daemon. No
- * caller can work around it, so that one allocation is never failed here
- * (json-c 0.17 checks it: json_tokener_error_memory). Every other
- * allocation of the tokener is.
- */
-/*
- * json-c 0.16's json_object_object_add() leaks its copy of the key when
- * growing the table fails (json_object.c, json_object_object_add_ex): a
- * block per failure, which no caller can free. Allocations inside it are
- * not failed either (the daemon's proto_add() handles its -1 correctly).
- */
-int __real_json_object_object_add(struct json_object *obj, const char *key,
-				  struct json_object *val);
-int __wrap_json_object_object_add(struct json_object *obj, const char *key,
-				  struct json_object *val);
-
-int __wrap_json_object_object_add(struct json_object *obj, const char *key,
-				  struct json_object *val)
-{
-	int r;
-
-	in_object_add = true;
-	r = __real_json_object_object_add(obj, key, val);
-	in_object_add = false;
-	return r;
-}
-
-struct json_tokener;
-struct json_object *__real_json_tokener_parse_ex(struct json_tokener *tok,
-						 const char *str, int len);
-struct json_object *__wrap_json_tokener_parse_ex(struct json_tokener *tok,
-						 const char *str, int len);
-
-struct json_object *__wrap_json_tokener_parse_ex(struct json_tokener *tok,
-						 const char *str, int len)
-{
-	struct json_object *o;
-
-	in_tokener = true;
-	o = __real_json_tokener_parse_ex(tok, str, len);
-	in_tokener = false;
-	return o;
-}
-
 char *strdup(const char *s)
 {
 	size_t n = strlen(s) + 1;
@@ -207,6 +208,18 @@ enum req { REQ_STATUS, REQ_LIST, REQ_ADD };
 static const char *const req_names[] = {
 	[REQ_STATUS] = "Status", [REQ_LIST] = "List", [REQ_ADD] = "Add",
 };
+
+/*
+ * Valgrind redirects libc's strdup() to its own, which allocates past this
+ * file's malloc() but is freed through its free(): the count drifts. Its
+ * own leak check (definite leaks fail the run) counts instead.
+ */
+static bool under_valgrind(void)
+{
+	const char *p = getenv("LD_PRELOAD");
+
+	return p && strstr(p, "vgpreload");
+}
 
 static int count_fds(void)
 {
@@ -463,7 +476,7 @@ static bool run_n(enum req rq, unsigned long n, struct outcome *out,
 	assert_consistent(s);
 	teardown_daemon(s);
 	__libc_free(s);
-	if (n > 0 && alloc_live != live)
+	if (n > 0 && !under_valgrind() && alloc_live != live)
 		fail_msg("N=%lu: %ld blocks leaked", n, alloc_live - live);
 	if (n > 0 && count_fds() != fds)
 		fail_msg("N=%lu: %d fds leaked", n, count_fds() - fds);
