@@ -563,8 +563,10 @@ static void job_done(struct watcher *w, struct job *j)
 	*pp = j->next;
 	/* Other jobs of r may still be at work: what they will meet has a
 	 * newer generation, and what this one missed is rechecked anyway. */
-	if (j->full && j->status == 0 && !r->dead)
+	if (j->full && j->status == 0 && !r->dead) {
 		drop_stale(w, r, j);
+		r->retries = 0;
+	}
 	/* A whole crawl ended: the root is known, active or degraded. */
 	if (r->active && j->full)
 		r->crawled = true;
@@ -572,12 +574,11 @@ static void job_done(struct watcher *w, struct job *j)
 		r->want_warn = true;
 	/* What it missed is neither watched nor known: crawl it all again
 	 * once the fault may have passed (watch.c's slow rescan). */
-	if (j->status < 0 && j->status != -ECANCELED) {
-		log_errno(j->status, "%s: part of it could not be crawled; "
-			  "it is crawled again in a few seconds", r->conf.path);
-		if (r->active && !r->dead)
-			r->want_retry = true;
-	}
+	if (j->status < 0 && j->status != -ECANCELED)
+		log_errno(j->status, "%s: part of it could not be crawled; %s",
+			  r->conf.path, r->active && watch_post_retry(w, r) ?
+			  "it is crawled again in a few seconds" :
+			  "it is crawled again by the next sweep");
 	if (j->cb)
 		j->cb(r, j->status, j->ud);
 	r->pins--;

@@ -217,6 +217,16 @@ void watch_post_rescan(struct watcher *w, struct root *r)
 		r->want_rescan = true;
 }
 
+bool watch_post_retry(struct watcher *w, struct root *r)
+{
+	(void)w;
+	if (r->dead || r->retries >= RETRY_MAX)
+		return false;
+	r->retries++;
+	r->want_retry = true;
+	return true;
+}
+
 static bool stale_add(struct watcher *w, const struct dir *d)
 {
 	for (size_t i = 0; i < w->n_stale; i++)

@@ -48,6 +48,13 @@ bool watch_excluded(const struct watcher *w, const struct root *r,
 void watch_post_lost(struct watcher *w, struct root *r, const char *why);
 /* Crawl r all over when the watcher returns to the loop. */
 void watch_post_rescan(struct watcher *w, struct root *r);
+/*
+ * A crawl of r (or r itself) failed for a reason no event will undo: have
+ * the slow rescan try again, at most RETRY_MAX times in a row (a whole
+ * crawl that meets no error starts the count again). False when it will
+ * not: then only a sweep or a reload tries.
+ */
+bool watch_post_retry(struct watcher *w, struct root *r);
 /* Crawl live node d again (by its name, or its root if d is a top) once
  * the queued events are read: the tree's names then have caught up. */
 void watch_post_recrawl(struct watcher *w, struct dir *d);

@@ -40,6 +40,9 @@
  * again, when its watch goes back to WATCH_MASK.
  */
 #define WATCH_MASK_BLOCKED (WATCH_MASK | IN_ATTRIB)
+/* Retries of a failed crawl in a row before it waits for a sweep: a
+ * fault that stays (a bad disk) must not keep an idle daemon busy. */
+#define RETRY_MAX 3
 /* Caches remembered per root as not to be retried (struct root::avoid). */
 #define AVOID_MAX 16
 
@@ -80,6 +83,7 @@ struct root {
 	bool want_warn;       /* a crawl ended: say once if directories are unwatched */
 	bool want_retry;      /* a crawl failed part way (EMFILE, EIO): rescan it
 			       * on the next tick of the slow rescan */
+	unsigned retries;     /* retries posted since a crawl met no error */
 	int anchor_wd;        /* watch on the nearest existing ancestor, or -1 */
 	char *anchor_next;    /* the name the anchor waits for, owned */
 	size_t unwatched_next;    /* where the next rescan tick starts */

@@ -127,7 +127,7 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 		set_missing(r, strerror(-err));
 		/* It is there, but could not be taken (ENOMEM, EMFILE): no
 		 * event will say when it can, so the slow rescan tries again. */
-		r->want_retry = true;
+		watch_post_retry(w, r);
 		if (cb)
 			cb(r, err, ud);
 		return;

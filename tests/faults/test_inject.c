@@ -372,6 +372,55 @@ static void getdents_eio(void **state)
 		    "crawled again in a few seconds: Input/output error");
 }
 
+struct count_of {
+	struct hx *h;
+	const char *what;
+	size_t n;
+};
+
+static bool logged_more(void *arg)
+{
+	struct count_of *c = arg;
+
+	return log_count(c->h, c->what) > c->n;
+}
+
+/*
+ * A fault that stays (a disk that keeps failing): the daemon crawls the
+ * root again three times (RETRY_MAX), a few seconds apart, then says it
+ * waits for a sweep and stays idle; the sweep once the fault is gone
+ * takes the cache.
+ */
+static void getdents_eio_stays(void **state)
+{
+	struct hx *h = *state;
+	const char *again = "crawled again in a few seconds: Input/output error";
+	const char *waits = "crawled again by the next sweep: Input/output error";
+	struct count_of c = { h, "could not be crawled", 0 };
+	struct tracer t;
+
+	start_one_root(h);
+	hx_mkdirs(hx_path(h, "stage/new/a"));
+	hx_cache(hx_path(h, "stage/new/a"), 2);
+	tracer_start(h, &t, "getdents64", "getdents64:error=EIO", NULL);
+	hx_rename(hx_path(h, "stage/new"), hx_path(h, "root/new"));
+	if (!hx_wait_log(h, waits, hx_ms(60000)))
+		fail_msg("nothing about \"%s\" in the log", waits);
+	assert_int_equal(log_count(h, again), 3);
+	assert_int_equal(log_count(h, waits), 1);
+	/* Idle: two ticks of the slow rescan pass without a crawl. */
+	c.n = log_count(h, c.what);
+	if (hx_wait(logged_more, &c, hx_ms(12000)))
+		fail_msg("crawled again after it said it waits for a sweep");
+	expect_whole_caches(h, hx_path(h, "root/new/a"), 2);
+	expect_serving(h);
+	assert_true(tracer_stop(h, &t) >= 4);
+	assert_int_equal(hx_ctl(h, (const char *const[]){ "sweep", NULL }).status,
+			 0);
+	expect_converged(h);
+	assert_true(hx_is_reg(hx_path(h, "root/pkg/user.py")));
+}
+
 /* --- the state file ------------------------------------------------------ */
 
 static const char *state_file(struct hx *h)
@@ -472,6 +521,8 @@ int main(int argc, char **argv)
 						teardown),
 		cmocka_unit_test_setup_teardown(open_emfile, hx_setup, teardown),
 		cmocka_unit_test_setup_teardown(getdents_eio, hx_setup, teardown),
+		cmocka_unit_test_setup_teardown(getdents_eio_stays, hx_setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(save_fsync_enospc, hx_setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(save_fsync_eio, hx_setup,
