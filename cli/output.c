@@ -56,24 +56,35 @@ void out_json(struct json_object *params)
 	puts(json_object_to_json_string_ext(params, flags));
 }
 
-void out_name(FILE *f, const char *name)
+/* Invalid UTF-8 as the daemon escapes it, then control characters: C0
+ * (but a newline where lines are wanted), DEL and C1 (U+0080..U+009F,
+ * where U+009B is a CSI). */
+static void out_escaped(FILE *f, const char *text, bool lines)
 {
-	/* Invalid UTF-8 as the daemon escapes it, then control characters:
-	 * C0, DEL and C1 (U+0080..U+009F, where U+009B is a CSI). */
-	char *esc = proto_name_escape(name);
+	char *esc = proto_name_escape(text);
 
-	for (const unsigned char *p = (const unsigned char *)(esc ? esc : name);
+	for (const unsigned char *p = (const unsigned char *)(esc ? esc : text);
 	     *p; p++) {
 		if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
 			fprintf(f, "\\xc2\\x%02x", p[1]);
 			p++;
-		} else if (*p < 0x20 || *p == 0x7f) {
+		} else if ((*p < 0x20 && !(lines && *p == '\n')) || *p == 0x7f) {
 			fprintf(f, "\\x%02x", *p);
 		} else {
 			fputc(*p, f);
 		}
 	}
 	free(esc);
+}
+
+void out_name(FILE *f, const char *name)
+{
+	out_escaped(f, name, false);
+}
+
+void out_text(FILE *f, const char *text)
+{
+	out_escaped(f, text, true);
 }
 
 void out_size(char *buf, size_t len, uint64_t bytes)
@@ -174,9 +185,11 @@ void out_add(struct json_object *params)
 	       u64(root, "dirs_watched") == 1 ? "y" : "ies");
 	print_reaped(root, observing(root));
 	printf("\n");
-	if (state && strcmp(state, "active") != 0)
-		printf("  state: %s%s%s\n", state, reason ? ": " : "",
-		       reason ? reason : "");
+	if (state && strcmp(state, "active") != 0) {
+		printf("  state: %s%s", state, reason ? ": " : "");
+		out_text(stdout, reason ? reason : "");
+		printf("\n");
+	}
 }
 
 /*
@@ -245,15 +258,20 @@ static void print_root(struct json_object *root)
 	out_name(stdout, str(root, "path") ? str(root, "path") : "?");
 	printf("  %s, mode %s", str(root, "state") ? str(root, "state") : "?",
 	       str(root, "mode") ? str(root, "mode") : "?");
-	if (origin && strcmp(origin, "config") == 0 && str(root, "config_file"))
-		printf(", from %s:%" PRIu64, str(root, "config_file"),
-		       u64(root, "config_line"));
-	else if (origin)
+	if (origin && strcmp(origin, "config") == 0 && str(root, "config_file")) {
+		printf(", from ");
+		out_name(stdout, str(root, "config_file"));
+		printf(":%" PRIu64, u64(root, "config_line"));
+	} else if (origin) {
 		printf(", %s", strcmp(origin, "added") == 0 ?
 		       "added with pycachectl" : origin);
+	}
 	printf("\n");
-	if (reason)
-		printf("  why: %s\n", reason);
+	if (reason) {
+		printf("  why: ");
+		out_text(stdout, reason);
+		printf("\n");
+	}
 	printf("  %" PRIu64 " directories watched", u64(root, "dirs_watched"));
 	if (u64(root, "dirs_unwatched"))
 		printf(", %" PRIu64 " not watched (rescanned instead)",
@@ -285,8 +303,9 @@ static void print_daemon(struct json_object *p)
 	printf("pycached %s, pid %" PRIu64 ", up %s, mode %s\n",
 	       str(p, "version") ? str(p, "version") : "?", u64(p, "pid"), up,
 	       str(p, "mode") ? str(p, "mode") : "?");
-	printf("config: %s\n",
-	       str(p, "config_file") ? str(p, "config_file") : "(none)");
+	printf("config: ");
+	out_name(stdout, str(p, "config_file") ? str(p, "config_file") : "(none)");
+	printf("\n");
 	if (str(p, "cache_dir")) {
 		char size[32];
 
@@ -314,7 +333,7 @@ static void print_daemon(struct json_object *p)
 		ago(when, sizeof(when), u64(reload, "when"));
 		printf("last reload: %s, %s\n", when, ok ? "ok" : "failed");
 		if (!ok && str(reload, "errors"))
-			printf("%s", str(reload, "errors"));
+			out_text(stdout, str(reload, "errors"));
 	}
 }
 
@@ -448,26 +467,28 @@ void out_error(const char *prog, const struct proto_reply *reply)
 	if (strcmp(e, PROTO_E_NO_SUCH_ROOT) == 0)
 		fprintf(stderr, "not a watched root (see 'pycachectl list')");
 	else if (strcmp(e, PROTO_E_INVALID_PATH) == 0)
-		fprintf(stderr, "%s", str(p, "reason") ? str(p, "reason") : "invalid");
+		out_text(stderr, str(p, "reason") ? str(p, "reason") : "invalid");
 	else if (strcmp(e, PROTO_E_ALREADY_ADDED) == 0)
 		fprintf(stderr, "already watched (%s)",
 			str(p, "origin") && strcmp(str(p, "origin"), "config") == 0
 				? "from the configuration file"
 				: "added with pycachectl add");
-	else if (strcmp(e, PROTO_E_ROOT_OVERLAP) == 0)
-		fprintf(stderr, "overlaps the watched root %s",
-			str(p, "other") ? str(p, "other") : "?");
-	else if (strcmp(e, PROTO_E_CONFIG_ROOT) == 0)
-		fprintf(stderr, "%s:%" PRIu64 ": this root comes from the "
+	else if (strcmp(e, PROTO_E_ROOT_OVERLAP) == 0) {
+		fprintf(stderr, "overlaps the watched root ");
+		out_name(stderr, str(p, "other") ? str(p, "other") : "?");
+	} else if (strcmp(e, PROTO_E_CONFIG_ROOT) == 0) {
+		out_name(stderr, str(p, "file") ? str(p, "file") : "?");
+		fprintf(stderr, ":%" PRIu64 ": this root comes from the "
 			"configuration file: remove it there, then run "
-			"'pycachectl reload'",
-			str(p, "file") ? str(p, "file") : "?", u64(p, "line"));
-	else if (strcmp(e, PROTO_E_CONFIG_ERROR) == 0)
+			"'pycachectl reload'", u64(p, "line"));
+	} else if (strcmp(e, PROTO_E_CONFIG_ERROR) == 0) {
 		fprintf(stderr, "the configuration has errors; nothing "
-			"changed:\n%s", str(p, "errors") ? str(p, "errors") : "");
-	else if (strcmp(e, PROTO_E_NO_CACHE_DIR) == 0)
-		fprintf(stderr, "cannot prune: %s",
-			str(p, "reason") ? str(p, "reason") : "?");
+			"changed:\n");
+		out_text(stderr, str(p, "errors") ? str(p, "errors") : "");
+	} else if (strcmp(e, PROTO_E_NO_CACHE_DIR) == 0) {
+		fprintf(stderr, "cannot prune: ");
+		out_text(stderr, str(p, "reason") ? str(p, "reason") : "?");
+	}
 	else if (strcmp(e, PROTO_E_CACHE_DIR_NOT_CLAIMED) == 0)
 		fprintf(stderr, "not pruned: it has no CACHEDIR.TAG, so pycached "
 			"did not create it empty and removes nothing there (a "
@@ -475,8 +496,7 @@ void out_error(const char *prog, const struct proto_reply *reply)
 			"holds only relocated bytecode, create CACHEDIR.TAG in it "
 			"(https://bford.info/cachedir/)");
 	else if (strcmp(e, PROTO_E_FAILED) == 0)
-		fprintf(stderr, "%s", str(p, "message") ? str(p, "message")
-							 : "failed");
+		out_text(stderr, str(p, "message") ? str(p, "message") : "failed");
 	else {
 		fprintf(stderr, "the daemon refused the request: %s", e);
 		print_error_params(reply);

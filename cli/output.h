@@ -16,6 +16,8 @@ struct proto_reply;
 /* The reply's parameters as JSON: pretty on a terminal, else one line. */
 void out_json(struct json_object *params);
 void out_name(FILE *f, const char *name);
+/* The same for text of several lines (errors, reasons): newlines stay. */
+void out_text(FILE *f, const char *text);
 
 void out_add(struct json_object *params);
 void out_status(struct json_object *params);

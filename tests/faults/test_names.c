@@ -386,6 +386,33 @@ static void status_json_stays_valid(void **state)
 	expect_log_records(h);
 }
 
+/*
+ * A configuration whose errors quote hostile bytes (an unknown key with an
+ * ESC sequence and invalid UTF-8): pycachectl reload prints the errors
+ * escaped, and so does pycachectl status when it tells of the failed
+ * reload; the log too.
+ */
+static void config_errors_escaped(void **state)
+{
+	struct hx *h = *state;
+	const char *root = hx_path(h, "root");
+	hx_mkdirs(root);
+	hx_config_roots(h, NULL, root, NULL);
+	hx_start(h, NULL);
+	hx_config(h, "[pycached]\ncol\033[2J\033]0;x\aour\xff = 1\n");
+	struct hx_proc r = hx_ctl(h, (const char *const[]){ "reload", NULL });
+	if (r.status != 1 || !strstr(r.err, "col\\x1b[2J\\x1b]0;x\\x07our\\xff"))
+		fail_msg("pycachectl reload exited %d, without the key escaped:\n%s",
+			 r.status, r.err);
+	expect_clean_text("pycachectl reload's errors", r.err);
+	struct hx_proc s = ctl_ok(h, (const char *const[]){ "status", NULL });
+	if (!strstr(s.out, "failed") || !strstr(s.out, "col\\x1b[2J"))
+		fail_msg("pycachectl status does not tell of the failed reload:\n%s",
+			 s.out);
+	expect_clean_text("pycachectl status", s.out);
+	expect_log_records(h);
+}
+
 /* --- 4. deeper than PATH_MAX ---------------------------------------------- */
 
 /* mkdir a chain of levels directories below dirfd; the bottom, open. */
@@ -569,6 +596,7 @@ int main(int argc, char **argv)
 		T(lookalikes_keep_their_bytecode),
 		T(log_escapes_hostile_names),
 		T(status_json_stays_valid),
+		T(config_errors_escaped),
 #undef T
 		cmocka_unit_test_setup_teardown(deep_chain_cache_removed,
 						hx_setup, deep_teardown),
