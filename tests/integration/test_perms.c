@@ -1,6 +1,6 @@
 /*
  * Permissions the daemon meets in a user's tree: a directory it cannot read
- * when it crawls. Root reads everything, so when this runs as root (CI) it
+ * when it crawls, one it cannot write, a cache of another uid. Root reads everything, so when this runs as root (CI) it
  * first drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its bounding
  * set: the daemons and pythons it starts are then held to the mode bits as
  * an ordinary user is. tests/check also runs it as an ordinary user.
@@ -123,6 +123,56 @@ static void still_unreadable_then_readable(void **state)
 	hx_expect_no_caches(root, HX_REMOVE_MS);
 }
 
+/*
+ * A cache in a directory the daemon may not write is left whole and
+ * reported (renaming it away could not be undone), and goes with the
+ * sweep after a chmod.
+ */
+static void read_only_dir_skipped(void **state)
+{
+	struct hx *h = *state;
+	const char *root = hx_path(h, "root");
+	const char *ro = hx_path(h, "root/ro");
+	const char *said = hx_str(h, "skipped %s/pkg/__pycache__: it, or the "
+				  "directory holding it, is read-only", ro);
+
+	make_pkg(h, hx_path(h, "root/ro/pkg"));
+	python_import(h, ro, "pkg.m");
+	assert_int_equal(chmod(hx_path(h, "root/ro/pkg"), 0555), 0);
+	hx_config_roots(h, NULL, root, NULL);
+	hx_start(h, NULL);
+	if (!hx_wait_log(h, said, hx_ms(10000)))
+		fail_msg("the log never said: %s", said);
+	assert_int_equal(hx_count_files(hx_path(h, "root/ro/pkg/__pycache__"),
+					".pyc"), 2);
+	assert_true(hx_is_reg(hx_path(h, "root/ro/pkg/m.py")));
+	assert_int_equal(chmod(hx_path(h, "root/ro/pkg"), 0755), 0);
+	struct hx_proc p = hx_ctl(h, (const char *const[]){ "sweep", NULL });
+	assert_int_equal(p.status, 0);
+	hx_expect_no_caches(root, HX_REMOVE_MS);
+}
+
+/*
+ * Root only (chown): a cache owned by another uid is left whole and
+ * reported; its bytecode is not the daemon's to remove.
+ */
+static void foreign_owner_skipped(void **state)
+{
+	struct hx *h = *state;
+	const char *root = hx_path(h, "root");
+	const char *cache = hx_path(h, "root/pkg/__pycache__");
+
+	make_pkg(h, hx_path(h, "root/pkg"));
+	python_import(h, root, "pkg.m");
+	assert_int_equal(chown(cache, 65534, 65534), 0);
+	hx_config_roots(h, NULL, root, NULL);
+	hx_start(h, NULL);
+	const char *said = hx_str(h, "skipped %s: it is owned by uid 65534", cache);
+	if (!hx_wait_log(h, said, hx_ms(10000)))
+		fail_msg("the log never said: %s", said);
+	assert_int_equal(hx_count_files(cache, ".pyc"), 2);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -130,7 +180,13 @@ int main(int argc, char **argv)
 						hx_setup, hx_teardown),
 		cmocka_unit_test_setup_teardown(still_unreadable_then_readable,
 						hx_setup, hx_teardown),
+		cmocka_unit_test_setup_teardown(read_only_dir_skipped,
+						hx_setup, hx_teardown),
+		cmocka_unit_test_setup_teardown(foreign_owner_skipped,
+						hx_setup, hx_teardown),
 	};
+	struct CMUnitTest run[sizeof(tests) / sizeof(tests[0])];
+	size_t n = 0;
 
 	if (geteuid() == 0 &&
 	    (prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0) < 0 ||
@@ -138,5 +194,14 @@ int main(int argc, char **argv)
 		perror("it-perms: cannot drop CAP_DAC_OVERRIDE");
 		return 1;
 	}
-	return hx_run_group(tests, argc, argv);
+	/* Left out, not skip()ped: meson counts cmocka 1.1.5's skip as failed. */
+	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		if (geteuid() != 0 && tests[i].test_func == foreign_owner_skipped) {
+			printf("# %s: left out, chown to another uid needs root\n",
+			       tests[i].name);
+			continue;
+		}
+		run[n++] = tests[i];
+	}
+	return hx_run_tests_(run, n, argc, argv);
 }
