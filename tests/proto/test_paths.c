@@ -105,6 +105,37 @@ static void test_runtime_dir_refused(void **state)
 	assert_null(path);
 }
 
+/*
+ * A runtime directory of another uid, mode 0700 as it should be: refused
+ * (as root: a directory chowned away; as a user: root's /root, when it is
+ * such a directory).
+ */
+static void test_runtime_dir_of_another_uid(void **state)
+{
+	struct fixture *fx = *state;
+	char err[PATHS_ERR_MAX];
+	const char *dir = fx->dir;
+	char *path = NULL;
+	struct stat st;
+
+	if (geteuid() == 0) {
+		assert_int_equal(chown(fx->dir, 65534, 65534), 0);
+	} else if (stat("/root", &st) == 0 && st.st_uid != geteuid() &&
+		   (st.st_mode & 0777) == 0700) {
+		dir = "/root";
+	} else {
+		printf("# no directory of another uid to try\n");
+		return;
+	}
+	setenv("XDG_RUNTIME_DIR", dir, 1);
+	assert_int_equal(paths_socket(NULL, &path, NULL, err, sizeof(err)),
+			 -EPERM);
+	assert_non_null(strstr(err, "must be owned by uid"));
+	assert_null(path);
+	if (geteuid() == 0)
+		assert_int_equal(chown(fx->dir, 0, 0), 0);
+}
+
 static void test_too_long(void **state)
 {
 	char err[PATHS_ERR_MAX], name[200], *path = NULL;
@@ -214,6 +245,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_default_socket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_override_wins, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_runtime_dir_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_runtime_dir_of_another_uid, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_too_long, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_private_dir, setup, teardown),
 		cmocka_unit_test(test_state_dir),
