@@ -187,6 +187,8 @@ struct watcher {
 	uv_idle_t crawl_idle;     /* active only while the stack is not empty */
 	uv_timer_t rescan_timer;  /* active only while some directory is unwatched */
 	uv_timer_t drain_timer;   /* active only while some cache drains */
+	int mounts_fd;            /* /proc/self/mountinfo, or -1 */
+	uv_poll_t mounts;         /* POLLPRI on it: the mount table changed */
 	uint64_t drain_due;       /* when drain_timer fires, or 0 */
 	unsigned closing;         /* handles whose close callback is pending */
 	unsigned depth;           /* entry points under way (watch.c) */

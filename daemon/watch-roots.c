@@ -146,6 +146,34 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 	crawl_job_go(w, j);
 }
 
+/*
+ * No inotify event says that a filesystem was mounted over a root or
+ * unmounted from under it (IN_UNMOUNT comes only for the tree that went,
+ * and the root is then found again on what was below), nor that a
+ * missing root appeared on a new mount. A root that names another
+ * directory now is lost and found again; a missing one is looked for.
+ * Mounts inside a root need nothing: they are never entered.
+ */
+void roots_mounts_changed(struct watcher *w)
+{
+	for (struct root *r = w->roots; r; r = r->next) {
+		int fd;
+
+		if (r->dead)
+			continue;
+		if (!r->active) {
+			r->want_activate = true;
+			continue;
+		}
+		fd = watch_root_open(r);
+		if (fd >= 0)
+			close(fd);
+		else if (fd != -ENOMEM && fd != -EMFILE && fd != -ENFILE)
+			watch_post_lost(w, r, "is another directory now (a mount "
+					"changed)");
+	}
+}
+
 /* --- directories the kernel would not watch ----------------------------- */
 
 uint64_t roots_max_watches(void)

@@ -35,6 +35,9 @@ void roots_reap(struct watcher *w);
 void roots_anchor_event(struct watcher *w, const struct inotify_event *ev);
 /* One tick of the slow rescan of unwatched directories. */
 void roots_rescan_unwatched(struct watcher *w);
+/* The mount table changed: check every root is still the directory its
+ * path names (watch.c learns it from /proc/self/mountinfo). */
+void roots_mounts_changed(struct watcher *w);
 /* After a crawl of r ended: say once when directories are unwatched. */
 void roots_warn_unwatched(struct root *r);
 /* fs.inotify.max_user_watches, 0 if unknown. */

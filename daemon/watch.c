@@ -10,6 +10,7 @@
  * a timer, so an idle watcher keeps none.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,6 +199,38 @@ static void on_drain_timer(uv_timer_t *t)
 	watch_leave(w);
 }
 
+/* The kernel flags mountinfo POLLPRI (and POLLERR) once per change of
+ * the mount table, and clears it as it reports it: nothing to read. */
+static void on_mounts(uv_poll_t *h, int status, int events)
+{
+	struct watcher *w = h->data;
+
+	if (status < 0 || !(events & UV_PRIORITIZED))
+		return;
+	watch_enter(w);
+	roots_mounts_changed(w);
+	watch_leave(w);
+}
+
+/* Optional: without /proc, mount changes are seen only by a sweep. */
+static void watch_mounts(struct watcher *w)
+{
+	w->mounts_fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (w->mounts_fd < 0) {
+		log_debug("cannot follow mount changes: /proc/self/mountinfo: %s",
+			  strerror(errno));
+		return;
+	}
+	if (uv_poll_init(w->loop, &w->mounts, w->mounts_fd) < 0) {
+		close(w->mounts_fd);
+		w->mounts_fd = -1;
+		return;
+	}
+	w->mounts.data = w;
+	if (uv_poll_start(&w->mounts, UV_PRIORITIZED, on_mounts) < 0)
+		log_debug("cannot follow mount changes: poll failed");
+}
+
 /* --- the watcher -------------------------------------------------------------- */
 
 static void unwatch(void *ud, int wd)
@@ -235,6 +268,7 @@ int watcher_new(uv_loop_t *loop, struct watcher **out)
 	uv_timer_init(loop, &w->drain_timer);
 	w->poll.data = w->crawl_idle.data = w->rescan_timer.data = w;
 	w->drain_timer.data = w;
+	watch_mounts(w);
 	r = uv_poll_start(&w->poll, UV_READABLE, on_readable);
 	if (r < 0) {
 		watcher_destroy(w);
@@ -271,6 +305,8 @@ static void on_handle_closed(uv_handle_t *h)
 	if (--w->closing > 0)
 		return;
 	close(w->fd);
+	if (w->mounts_fd >= 0)
+		close(w->mounts_fd);
 	free(w->dents);
 	free_strv(w->settings.excludes, w->settings.n_excludes);
 	tree_finish(&w->tree);
@@ -286,7 +322,9 @@ void watcher_destroy(struct watcher *w)
 		roots_remove(w, w->roots->conf.path);
 	drain_forget(w, NULL);
 	watch_leave(w);
-	w->closing = 4;
+	w->closing = 4 + (w->mounts_fd >= 0);
+	if (w->mounts_fd >= 0)
+		uv_close((uv_handle_t *)&w->mounts, on_handle_closed);
 	uv_close((uv_handle_t *)&w->poll, on_handle_closed);
 	uv_close((uv_handle_t *)&w->crawl_idle, on_handle_closed);
 	uv_close((uv_handle_t *)&w->rescan_timer, on_handle_closed);

@@ -7,7 +7,9 @@
  * its device, per /proc/PID/fdinfo) and its caches stay — whether it was
  * there at the start, appeared over a watched directory, or is a bind
  * mount of the root inside itself (the crawl ends, each inode is handled
- * once).
+ * once). A root whose own filesystem is unmounted goes (status says so)
+ * and comes back when a filesystem is mounted there again: caches made
+ * after that are removed.
  *
  * Without user namespaces the cases are left out with a "# left out"
  * line (cmocka's skip() counts as a failure under meson's TAP reader).
@@ -35,6 +37,7 @@
 #include "ft.h"
 #include "harness.h"
 
+#define STATE_MS 10000
 #define MAX_MOUNTS 4
 
 static char ns_unavailable[256];
@@ -168,6 +171,34 @@ static unsigned long long removed(struct hx *h, const char *root)
 
 	assert_non_null(v);
 	return strtoull(v, NULL, 10);
+}
+
+struct state_wait {
+	struct hx *h;
+	const char *root, *want;
+	bool negate;
+};
+
+static bool state_is(void *arg)
+{
+	struct state_wait *s = arg;
+	const char *v = root_field(s->h, s->root, "state");
+	bool same = v && !strcmp(v, s->want);
+
+	return s->negate ? !same : same;
+}
+
+static void expect_state(struct hx *h, const char *root, const char *want,
+			 bool negate)
+{
+	struct state_wait s = { h, root, want, negate };
+
+	if (!hx_wait(state_is, &s, hx_ms(STATE_MS))) {
+		hx_dump_log(h);
+		fail_msg("root %s: state %s, want %s%s (reason: %s)", root,
+			 root_field(h, root, "state"), negate ? "anything but " : "",
+			 want, root_field(h, root, "reason"));
+	}
 }
 
 /* A real cache: python3 imports dir/stem.py (the import's own writes). */
@@ -353,6 +384,68 @@ static void mount_over_watched_dir(void **state)
 	expect_watches(h, ft_count_dirs(root, NULL), "after the umount");
 }
 
+/* --- a root's own filesystem unmounted, and mounted again --------------- */
+
+static void root_fs_goes_and_comes_back(void **state)
+{
+	struct mt *m = *state;
+	struct hx *h = m->h;
+	const char *root = hx_path(h, "fs");
+
+	hx_mkdirs(root);
+	mt_tmpfs(m, root);
+	hx_mkdirs(hx_path(h, "fs/pkg"));
+	hx_config_roots(h, NULL, root, NULL);
+	hx_start(h, NULL);
+	expect_state(h, root, "active", false);
+	py_cache(h, hx_path(h, "fs/pkg"), "first");
+	hx_expect_no_caches(root, hx_ms(HX_REMOVE_MS));
+
+	/* Gone: the daemon says so, and lets go of the unmounted tree. */
+	mt_umount(m, root);
+	if (!hx_wait_log(h, "waiting for it to come back", hx_ms(STATE_MS))) {
+		hx_dump_log(h);
+		fail_msg("the root's filesystem was unmounted: nothing logged");
+	}
+
+	/* Back: a new filesystem there, and its caches go. */
+	mt_tmpfs(m, root);
+	hx_mkdirs(hx_path(h, "fs/pkg2"));
+	expect_state(h, root, "active", false);
+	py_cache(h, hx_path(h, "fs/pkg2"), "second");
+	hx_expect_no_caches(root, hx_ms(HX_REMOVE_MS));
+	expect_watches(h, ft_count_dirs(root, NULL), "on the new filesystem");
+	assert_int_equal(watches_on(h, kernel_dev(root)),
+			 ft_count_dirs(root, NULL));
+}
+
+/* A root below a mountpoint: unmounted, it is missing, then back. */
+static void root_below_mount_goes_and_comes_back(void **state)
+{
+	struct mt *m = *state;
+	struct hx *h = m->h;
+	const char *mnt = hx_path(h, "fs"), *root = hx_path(h, "fs/proj");
+
+	hx_mkdirs(mnt);
+	mt_tmpfs(m, mnt);
+	hx_mkdirs(hx_path(h, "fs/proj/pkg"));
+	hx_config_roots(h, NULL, root, NULL);
+	hx_start(h, NULL);
+	py_cache(h, hx_path(h, "fs/proj/pkg"), "first");
+	hx_expect_no_caches(root, hx_ms(HX_REMOVE_MS));
+
+	mt_umount(m, mnt);
+	expect_state(h, root, "missing", false);
+	assert_int_equal(ft_kernel_watches(h), 1);   /* the anchor on fs */
+
+	mt_tmpfs(m, mnt);
+	hx_mkdirs(hx_path(h, "fs/proj/pkg"));
+	expect_state(h, root, "active", false);
+	py_cache(h, hx_path(h, "fs/proj/pkg"), "second");
+	hx_expect_no_caches(root, hx_ms(HX_REMOVE_MS));
+	expect_watches(h, ft_count_dirs(root, NULL), "on the new filesystem");
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -360,6 +453,8 @@ int main(int argc, char **argv)
 		T(tmpfs_inside_root),
 		T(bind_loop),
 		T(mount_over_watched_dir),
+		T(root_fs_goes_and_comes_back),
+		T(root_below_mount_goes_and_comes_back),
 #undef T
 	};
 
