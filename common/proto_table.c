@@ -50,7 +50,9 @@ const struct proto_command proto_commands[] = {
 	  "message (last_reload in --json).",
 	  PROTO_STATUS },
 	{ "sweep", "[PATH...]",
-	  "Rescan roots (all by default) and remove the caches found", NULL,
+	  "Rescan roots (all by default) and remove the caches found",
+	  "A root that is missing, or that could not be taken, is looked for "
+	  "again.",
 	  PROTO_SWEEP },
 	{ "reload", "", "Re-read the configuration file and the added roots",
 	  "When the file has errors, nothing changes and the errors are "

@@ -458,6 +458,10 @@ static void crawl_one(struct watcher *w, struct item *it)
 			j->status = -err;
 		else if ((err == EACCES || err == EPERM) && parent)
 			blocked(w, parent, pfd, it->name, err);
+		else if (err == EACCES || err == EPERM)
+			log_warn("cannot read the root %s: %s; run 'pycachectl "
+				 "sweep' once it can be read", r->conf.path,
+				 strerror(err));
 		else if (gone && dir_wd(gone) < 0 &&
 			 (err == ENOENT || err == ENOTDIR || err == ELOOP))
 			tree_kill(&w->tree, gone);
@@ -574,11 +578,15 @@ static void job_done(struct watcher *w, struct job *j)
 		r->want_warn = true;
 	/* What it missed is neither watched nor known: crawl it all again
 	 * once the fault may have passed (watch.c's slow rescan). */
-	if (j->status < 0 && j->status != -ECANCELED)
+	if (j->status < 0 && j->status != -ECANCELED) {
+		bool again = r->active && watch_post_retry(w, r);
+
+		if (again)
+			r->retry_reap = j->reap;
 		log_errno(j->status, "%s: part of it could not be crawled; %s",
-			  r->conf.path, r->active && watch_post_retry(w, r) ?
-			  "it is crawled again in a few seconds" :
-			  "it is crawled again by the next sweep");
+			  r->conf.path, again ? "it is crawled again in a few seconds"
+			  : "it is crawled again by the next sweep");
+	}
 	if (j->cb)
 		j->cb(r, j->status, j->ud);
 	r->pins--;

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,19 +23,31 @@
 #include "watch.h"
 
 /*
- * sd_notify(), without ever blocking: libsystemd's sends on a blocking
- * socket, and a supervisor that does not read (a full datagram queue holds
- * net.unix.max_dgram_qlen messages, 10 here) would stop the daemon in the
- * middle of its work. A message that does not fit is dropped: STATUS= and
- * WATCHDOG=1 come again, and a READY=1 nobody reads changes nothing.
+ * sd_notify(), without blocking on a manager that does not read:
+ * libsystemd's sends on a blocking socket, and once the manager's queue is
+ * full (net.unix.max_dgram_qlen datagrams, 10 here) the daemon would stop
+ * in the middle of its work. STATUS= and WATCHDOG=1 that do not fit are
+ * dropped (they come again); a state change (READY=1, RELOADING=1,
+ * STOPPING=1), which the manager waits for, gets a second of room first.
  */
+#define NOTIFY_WAIT_MS 1000
+
+#ifdef HAVE_LIBSYSTEMD
+static int send_now(int fd, const char *msg)
+{
+	return send(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ?
+	       -errno : 0;
+}
+#endif
+
 static void notify(const char *msg)
 {
 #ifdef HAVE_LIBSYSTEMD
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	size_t len = path ? strlen(path) : 0;
-	int fd;
+	bool state = strncmp(msg, "STATUS=", 7) && strncmp(msg, "WATCHDOG=", 9);
+	int fd, r;
 
 	if (len < 2 || len >= sizeof(sa.sun_path) ||
 	    (path[0] != '/' && path[0] != '@'))
@@ -44,11 +58,18 @@ static void notify(const char *msg)
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return;
-	if (sendto(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL,
-		   (struct sockaddr *)&sa,
-		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+	/* Connected, so that POLLOUT says whether the manager has room. */
+	r = connect(fd, (struct sockaddr *)&sa,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0 ?
+	    -errno : send_now(fd, msg);
+	if (r == -EAGAIN && state) {
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+		r = poll(&pfd, 1, NOTIFY_WAIT_MS) > 0 ? send_now(fd, msg) : -EAGAIN;
+	}
+	if (r < 0)
 		log_debug("the service manager missed '%.20s': %s", msg,
-			  strerror(errno));
+			  strerror(-r));
 	close(fd);
 #else
 	(void)msg;

@@ -84,6 +84,8 @@ struct root {
 	bool want_retry;      /* a crawl failed part way (EMFILE, EIO): rescan it
 			       * on the next tick of the slow rescan */
 	unsigned retries;     /* retries posted since a crawl met no error */
+	bool retry_reap;      /* the retry reaps what it finds: as the job that
+			       * failed did (sweep = no at start does not) */
 	int anchor_wd;        /* watch on the nearest existing ancestor, or -1 */
 	char *anchor_next;    /* the name the anchor waits for, owned */
 	size_t unwatched_next;    /* where the next rescan tick starts */

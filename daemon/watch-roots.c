@@ -126,7 +126,9 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 			close(fd);
 		set_missing(r, strerror(-err));
 		/* It is there, but could not be taken (ENOMEM, EMFILE): no
-		 * event will say when it can, so the slow rescan tries again. */
+		 * event will say when it can, so the slow rescan tries again;
+		 * an anchor would wait for a name that is already there. */
+		anchor_release(w, r);
 		watch_post_retry(w, r);
 		if (cb)
 			cb(r, err, ud);
@@ -247,7 +249,7 @@ void roots_rescan_unwatched(struct watcher *w)
 		if (r->want_retry) {
 			r->want_retry = false;
 			if (r->active)
-				watch_post_rescan(w, r);
+				roots_recrawl(w, r, r->retry_reap);
 			else if (!r->dead && r->anchor_wd < 0)
 				r->want_activate = true;
 		} else if (r->tt.unwatched && r->active) {
@@ -364,8 +366,14 @@ int roots_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
 {
 	struct job *j;
 
-	if (!r->active)
-		return -ENOENT;
+	/* Missing, or given up on after failed retries: look for it now. */
+	if (!r->active) {
+		if (r->dead)
+			return -ENOENT;
+		r->retries = 0;
+		roots_activate(w, r, true, cb, ud);
+		return 0;
+	}
 	r->n_avoid = 0;
 	j = crawl_job_new(w, r, true, true, cb, ud);
 	if (!j)

@@ -421,6 +421,44 @@ static void getdents_eio_stays(void **state)
 	assert_true(hx_is_reg(hx_path(h, "root/pkg/user.py")));
 }
 
+/*
+ * sweep = no: the first crawl of a root a reload adds fails part way. The
+ * retry a few seconds later watches the whole root but leaves the caches
+ * that were there before alone, as that first crawl would have; a cache
+ * made afterwards goes.
+ */
+static void retry_keeps_sweep_no(void **state)
+{
+	struct hx *h = *state;
+	const char *root = hx_path(h, "root");
+	const char *old = hx_path(h, "root/old/pkg");
+	struct tracer t;
+
+	hx_mkdirs(old);
+	hx_write(hx_path(h, "root/old/pkg/user.py"), "x = 1\n");
+	hx_cache(old, 2);
+	hx_config(h, "[pycached]\nsweep = no\n");
+	hx_start(h, NULL);
+	tracer_start(h, &t, "getdents64", "getdents64:error=EIO:when=1", NULL);
+	hx_config(h, "[pycached]\nsweep = no\n[root %s]\n", root);
+	struct hx_proc p = hx_ctl(h, (const char *const[]){ "reload", NULL });
+	if (p.status != 0)
+		fail_msg("pycachectl reload exited %d: %s", p.status, p.err);
+	if (!hx_wait_log(h, "crawled again in a few seconds", HX_REMOVE_MS))
+		fail_msg("the first crawl did not fail");
+	if (!hx_wait(no_leak, h, hx_ms(CONVERGE_MS)))
+		fail_msg("%zu inotify watches, %zu directories under %s",
+			 ft_kernel_watches(h), ft_count_dirs(root, NULL), root);
+	assert_int_equal(tracer_stop(h, &t), 1);
+	hx_barrier(h, root);
+	expect_whole_caches(h, old, 2);
+	assert_int_equal(hx_count_files(hx_path(h, "root/old/pkg/__pycache__"),
+					".pyc"), 2);
+	hx_cache(hx_path(h, "root/old"), 1);
+	hx_expect_gone(hx_path(h, "root/old/__pycache__"), HX_REMOVE_MS);
+	assert_true(hx_exists(hx_path(h, "root/old/pkg/__pycache__")));
+}
+
 /* --- the state file ------------------------------------------------------ */
 
 static const char *state_file(struct hx *h)
@@ -522,6 +560,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(open_emfile, hx_setup, teardown),
 		cmocka_unit_test_setup_teardown(getdents_eio, hx_setup, teardown),
 		cmocka_unit_test_setup_teardown(getdents_eio_stays, hx_setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(retry_keeps_sweep_no, hx_setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(save_fsync_enospc, hx_setup,
 						teardown),
