@@ -38,22 +38,16 @@
 
 #include "daemon.h"
 #include "helpers.h"
+#include "oom-alloc.h"
 #include "log.h"
 #include "proto.h"
 #include "state.h"
 #include "watch-hooks.h"
 #include "watch.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ALLOC_FAILURES 0  /* ASan owns malloc: it cannot be replaced */
-#else
-#define HAVE_ALLOC_FAILURES 1
-#endif
-
 #define OK(expr) assert_int_equal((expr), 0)
 
 static bool in_tokener;      /* see __wrap_json_tokener_parse_ex */
-static bool in_object_add;   /* see __wrap_json_object_object_add */
 
 /*
  * json-c 0.16's json_object_object_add() leaks its copy of the key when
@@ -71,9 +65,9 @@ int __wrap_json_object_object_add(struct json_object *obj, const char *key,
 {
 	int r;
 
-	in_object_add = true;
+	oom.exempt = true;
 	r = __real_json_object_object_add(obj, key, val);
-	in_object_add = false;
+	oom.exempt = false;
 	return r;
 }
 
@@ -103,90 +97,16 @@ struct json_object *__wrap_json_tokener_parse_ex(struct json_tokener *tok,
 }
 
 #if HAVE_ALLOC_FAILURES
-/* --- the allocator (as in test_watch_oom.c) ------------------------------- */
-
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void __libc_free(void *p);
-
-static bool alloc_armed;
-static unsigned long alloc_fail_at;  /* 1-based; 0: fail none */
-static unsigned long alloc_calls;
-static bool alloc_failed;
-static long alloc_live;
-
-__attribute__((noinline)) static void oom_injected(void)
-{
-	__asm__ volatile("");
-}
-
-static bool alloc_fails(void)
-{
-	if (!alloc_armed || in_object_add || ++alloc_calls != alloc_fail_at)
-		return false;
-	alloc_failed = true;
-	oom_injected();
-	errno = ENOMEM;
-	return true;
-}
-
-static void *alloc_count(void *p)
-{
-	alloc_live += p != NULL;
-	return p;
-}
-
-void *malloc(size_t size)
-{
-	return alloc_fails() ? NULL : alloc_count(__libc_malloc(size));
-}
-
-void *calloc(size_t n, size_t size)
-{
-	return alloc_fails() ? NULL : alloc_count(__libc_calloc(n, size));
-}
-
-void *realloc(void *p, size_t size)
-{
-	void *q;
-
-	if (alloc_fails())
-		return NULL;
-	q = __libc_realloc(p, size);
-	if (!p)
-		alloc_count(q);
-	else if (!q && size == 0)
-		alloc_live--;
-	return q;
-}
-
-void free(void *p)
-{
-	alloc_live -= p != NULL;
-	__libc_free(p);
-}
+/* --- the allocator (oom-alloc.c), and strdup --------------------------- */
 
 char *strdup(const char *s)
 {
 	size_t n = strlen(s) + 1;
-	char *p = in_tokener ? alloc_count(__libc_malloc(n)) : malloc(n);
+	char *p = in_tokener ? oom_count(__libc_malloc(n)) : malloc(n);
 
 	return p ? memcpy(p, s, n) : NULL;
 }
 
-static void arm(unsigned long fail_at)
-{
-	alloc_calls = 0;
-	alloc_failed = false;
-	alloc_fail_at = fail_at;
-	alloc_armed = true;
-}
-
-static void disarm(void)
-{
-	alloc_armed = false;
-}
 
 /* --- the daemon ----------------------------------------------------------- */
 
@@ -410,7 +330,7 @@ static bool run_n(enum req rq, unsigned long n, struct outcome *out,
 		  unsigned long *calls)
 {
 	struct sfx *s = __libc_calloc(1, sizeof(*s));
-	long live = alloc_live;
+	long live = oom.live;
 	int fds = count_fds();
 	enum answer got;
 	char error[128] = "";
@@ -420,15 +340,15 @@ static bool run_n(enum req rq, unsigned long n, struct outcome *out,
 	if (getenv("OOM_VERBOSE"))
 		fprintf(stderr, "# %s, N=%lu\n", req_names[rq], n);
 	setup_daemon(s, rq != REQ_ADD);
-	arm(n);
+	oom_arm(n);
 	send_request(s, rq);
 	got = wait_answer(s);
 	/* The call may still be at work (an Add's crawl): let it end. */
 	while (s->d.watcher && watcher_busy(s->d.watcher))
 		uv_run(&s->loop, UV_RUN_NOWAIT);
-	disarm();
-	failed = alloc_failed;
-	*calls = alloc_calls;
+	oom_disarm();
+	failed = oom.failed;
+	*calls = oom.calls;
 	assert_consistent(s);
 	if (got == ANSWER_WHOLE) {
 		reply_error(s, error, sizeof(error));
@@ -476,8 +396,8 @@ static bool run_n(enum req rq, unsigned long n, struct outcome *out,
 	assert_consistent(s);
 	teardown_daemon(s);
 	__libc_free(s);
-	if (n > 0 && !under_valgrind() && alloc_live != live)
-		fail_msg("N=%lu: %ld blocks leaked", n, alloc_live - live);
+	if (n > 0 && !under_valgrind() && oom.live != live)
+		fail_msg("N=%lu: %ld blocks leaked", n, oom.live - live);
 	if (n > 0 && count_fds() != fds)
 		fail_msg("N=%lu: %d fds leaked", n, count_fds() - fds);
 	return failed;

@@ -34,100 +34,16 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "oom-alloc.h"
 #include "watch-hooks.h"
 #include "watch-internal.h"
 #include "watch.h"
 #include "watchfx.h"
 #include "wfx-test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ALLOC_FAILURES 0  /* ASan owns malloc: it cannot be replaced */
-#else
-#define HAVE_ALLOC_FAILURES 1
-#endif
-
 #define OK(expr) assert_int_equal((expr), 0)
 
 #if HAVE_ALLOC_FAILURES
-/* --- the allocator -------------------------------------------------------- */
-
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void __libc_free(void *p);
-
-/* Globals: malloc has no context. One thread: the watcher has no other. */
-static bool alloc_armed;        /* count (and maybe fail) allocations */
-static unsigned long alloc_fail_at;  /* 1-based; 0: fail none */
-static unsigned long alloc_calls;    /* allocations while armed */
-static bool alloc_failed;       /* the chosen one was reached */
-static long alloc_live;         /* blocks allocated and not freed */
-
-/* A place for a debugger to stop: `break oom_injected`, with OOM_FROM=N
- * in the environment to start at the N of interest. */
-__attribute__((noinline)) static void oom_injected(void)
-{
-	__asm__ volatile("");
-}
-
-static bool alloc_fails(void)
-{
-	if (!alloc_armed || ++alloc_calls != alloc_fail_at)
-		return false;
-	alloc_failed = true;
-	oom_injected();
-	errno = ENOMEM;
-	return true;
-}
-
-static void *alloc_count(void *p)
-{
-	alloc_live += p != NULL;
-	return p;
-}
-
-void *malloc(size_t size)
-{
-	return alloc_fails() ? NULL : alloc_count(__libc_malloc(size));
-}
-
-void *calloc(size_t n, size_t size)
-{
-	return alloc_fails() ? NULL : alloc_count(__libc_calloc(n, size));
-}
-
-void *realloc(void *p, size_t size)
-{
-	void *q;
-
-	if (alloc_fails())
-		return NULL;
-	q = __libc_realloc(p, size);
-	if (!p)
-		alloc_count(q);
-	else if (!q && size == 0)
-		alloc_live--;  /* glibc's realloc(p, 0) frees p */
-	return q;
-}
-
-void free(void *p)
-{
-	alloc_live -= p != NULL;
-	__libc_free(p);
-}
-
-static void arm(unsigned long fail_at)
-{
-	alloc_calls = 0;
-	alloc_failed = false;
-	alloc_fail_at = fail_at;
-	alloc_armed = true;
-}
-
-static void disarm(void)
-{
-	alloc_armed = false;
-}
 
 /* --- the fixture ---------------------------------------------------------- */
 
@@ -438,7 +354,7 @@ static bool run_n(enum op op, unsigned long n, struct outcome *out,
 		  unsigned long *calls)
 {
 	struct ofx *o = __libc_calloc(1, sizeof(*o));
-	long live = alloc_live;
+	long live = oom.live;
 	int fds = count_fds(), r;
 	bool failed;
 
@@ -448,12 +364,12 @@ static bool run_n(enum op op, unsigned long n, struct outcome *out,
 		fprintf(stderr, "# %s, N=%lu\n", op_names[op], n);
 	setup_op(o, op);
 	capture_begin(o);
-	arm(n);
+	oom_arm(n);
 	r = run_op(o, op);
-	disarm();
+	oom_disarm();
 	capture_end();
-	failed = alloc_failed;
-	*calls = alloc_calls;
+	failed = oom.failed;
+	*calls = oom.calls;
 	assert_consistent(o);
 	assert_user_files(o);
 	assert_whole_or_gone(o, op);
@@ -473,8 +389,8 @@ static bool run_n(enum op op, unsigned long n, struct outcome *out,
 	__libc_free(o);
 	if (n == 0)
 		return failed;   /* libc's and libuv's first-use state stays */
-	if (alloc_live != live)
-		fail_msg("N=%lu: %ld blocks leaked", n, alloc_live - live);
+	if (oom.live != live)
+		fail_msg("N=%lu: %ld blocks leaked", n, oom.live - live);
 	if (count_fds() != fds)
 		fail_msg("N=%lu: %d fds leaked", n, count_fds() - fds);
 	return failed;
