@@ -406,24 +406,35 @@ static int parent_fd(struct watcher *w, struct item *it)
  * parent/name could not be opened for reading (mode 000, say): say so, and
  * have the parent's watch hear a chmod of it (WATCH_MASK_BLOCKED). pfd is
  * the parent's directory; its watch is changed only if it is that node's.
+ * When the parent itself cannot be entered (0444), every child fails: that
+ * is said once, of the parent, whose own chmod is then heard (watch-events.c).
  */
 static void blocked(struct watcher *w, struct dir *parent, int pfd,
 		    const char *name, int err)
 {
 	struct root *r = watch_root_of(parent);
-	char *path = r ? tree_path(parent, r->conf.path, name) : NULL;
-	char proc[32];
-	int wd = -1;
+	bool enter = faccessat(pfd, ".", X_OK, AT_EACCESS) == 0;
+	char proc[32], *path;
+	bool heard = false;
+	int wd;
 
 	if (dir_wd(parent) >= 0) {
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
 		wd = inotify_add_watch(w->fd, proc, WATCH_MASK_BLOCKED);
 		if (wd >= 0 && wd != dir_wd(parent) && !tree_by_wd(&w->tree, wd))
 			inotify_rm_watch(w->fd, wd);
+		heard = wd >= 0 && wd == dir_wd(parent);
 	}
-	log_warn("cannot read %s: %s; %s", path ? path : name, strerror(err),
-		 wd == dir_wd(parent) && wd >= 0 ? "it is crawled once it can be read"
-		 : "it is crawled by the next sweep of its root");
+	if (!enter && (parent->flags & DIR_F_BLOCKED))
+		return;
+	if (!enter && heard)
+		parent->flags |= DIR_F_BLOCKED;
+	path = r ? tree_path(parent, r->conf.path, enter ? name : NULL) : NULL;
+	log_warn("cannot %s %s: %s; %s", enter ? "read" : "enter",
+		 path ? path : name, strerror(err),
+		 !heard ? "it is crawled by the next sweep of its root" :
+		 enter ? "it is crawled once it can be read" :
+		 "what is in it is crawled once it can be entered");
 	free(path);
 }
 

@@ -52,6 +52,7 @@ struct tree_top {
 #define DIR_F_DEAD 0x2u       /* killed: waiting in the graveyard */
 #define DIR_F_NAME_OUT 0x4u   /* the name is a heap string, its pointer in name[] */
 #define DIR_F_MARK 0x8u       /* tree_check()'s visited mark */
+#define DIR_F_BLOCKED 0x10u   /* could not be entered, and it was said (crawl.c) */
 
 /* A pin count that reaches this sticks: the node is freed by tree_finish(). */
 #define DIR_PINS_MAX UINT16_MAX

@@ -267,6 +267,12 @@ static void on_event(struct watcher *w, const struct inotify_event *ev)
 		self_event(w, d, ev->mask);
 		return;
 	}
+	/* A directory that could not be entered was chmod'ed: try again. */
+	if (!ev->len && (ev->mask & IN_ATTRIB) && (d->flags & DIR_F_BLOCKED)) {
+		d->flags &= (uint8_t)~DIR_F_BLOCKED;
+		watch_post_recrawl(w, d);
+		return;
+	}
 	if (!ev->len)
 		return;
 	if (ev->mask & IN_ISDIR)

@@ -124,6 +124,36 @@ static void still_unreadable_then_readable(void **state)
 }
 
 /*
+ * A directory that can be listed but not entered (0444): each of its
+ * subdirectories fails, which is said once, of it; a chmod +x of it is
+ * heard, and what is below is crawled: the caches there go.
+ */
+static void unsearchable_dir_picked_up(void **state)
+{
+	struct hx *h = *state;
+	const char *root = hx_path(h, "root");
+	const char *a = hx_path(h, "root/a");
+	const char *said = hx_str(h, "cannot enter %s: Permission denied", a);
+
+	for (int i = 0; i < 20; i++)
+		hx_mkdirs(hx_path(h, "root/a/d%02d", i));
+	make_pkg(h, hx_path(h, "root/a/pkg"));
+	python_import(h, a, "pkg.m");
+	assert_int_equal(chmod(a, 0444), 0);
+	hx_config_roots(h, NULL, root, NULL);
+	hx_start(h, NULL);
+	if (!hx_wait_log(h, said, hx_ms(10000)))
+		fail_msg("the log never said: %s", said);
+	hx_barrier(h, root);
+	assert_int_equal(count_in_log(h, "cannot enter"), 1);
+	assert_int_equal(count_in_log(h, "cannot read"), 0);
+	assert_int_equal(chmod(a, 0755), 0);
+	hx_expect_no_caches(root, HX_REMOVE_MS);
+	python_import(h, a, "pkg.m");
+	hx_expect_no_caches(root, HX_REMOVE_MS);
+}
+
+/*
  * A cache in a directory the daemon may not write is left whole and
  * reported (renaming it away could not be undone), and goes with the
  * sweep after a chmod.
@@ -179,6 +209,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(unreadable_dir_picked_up,
 						hx_setup, hx_teardown),
 		cmocka_unit_test_setup_teardown(still_unreadable_then_readable,
+						hx_setup, hx_teardown),
+		cmocka_unit_test_setup_teardown(unsearchable_dir_picked_up,
 						hx_setup, hx_teardown),
 		cmocka_unit_test_setup_teardown(read_only_dir_skipped,
 						hx_setup, hx_teardown),
