@@ -279,6 +279,10 @@ int proto_call_parse(struct json_object *msg, struct proto_call *call)
 			if (!json_object_is_type(v, json_type_string))
 				return -EBADMSG;
 			call->method_name = json_object_get_string(v);
+			/* "Add\u0000…" is not Add: a name with a NUL is none. */
+			if ((size_t)json_object_get_string_len(v) !=
+			    strlen(call->method_name))
+				return -EBADMSG;
 		} else if (strcmp(key, "parameters") == 0) {
 			params = v;
 		} else if (strcmp(key, "more") == 0) {
