@@ -56,25 +56,22 @@ void out_json(struct json_object *params)
 	puts(json_object_to_json_string_ext(params, flags));
 }
 
-/* Invalid UTF-8 as the daemon escapes it, then control characters: C0
- * (but a newline where lines are wanted), DEL and C1 (U+0080..U+009F,
- * where U+009B is a CSI). */
+/* Invalid UTF-8 and control characters (C0 but a newline where lines are
+ * wanted, DEL, C1, where U+009B is a CSI) as \xNN, as the daemon logs them;
+ * out of memory, each byte that might be one a '?'. */
 static void out_escaped(FILE *f, const char *text, bool lines)
 {
-	char *esc = proto_name_escape(text);
+	char *esc = proto_escape(text, PROTO_ESC_CONTROLS |
+				 (lines ? PROTO_ESC_KEEP_NL : 0));
 
-	for (const unsigned char *p = (const unsigned char *)(esc ? esc : text);
-	     *p; p++) {
-		if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
-			fprintf(f, "\\xc2\\x%02x", p[1]);
-			p++;
-		} else if ((*p < 0x20 && !(lines && *p == '\n')) || *p == 0x7f) {
-			fprintf(f, "\\x%02x", *p);
-		} else {
-			fputc(*p, f);
-		}
+	if (esc) {
+		fputs(esc, f);
+		free(esc);
+		return;
 	}
-	free(esc);
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+		fputc((*p < 0x20 && !(lines && *p == '\n')) || *p >= 0x7f ? '?' : *p,
+		      f);
 }
 
 void out_name(FILE *f, const char *name)

@@ -111,45 +111,9 @@ static const char *level_color(enum log_level level)
  * line, nor an escape sequence (C0 or C1) repaint a terminal, and one byte
  * that is not UTF-8 makes journalctl show the whole message as a blob.
  * Such bytes are written \xNN, as proto.h escapes names and pycachectl
- * prints them; the rest, backslashes included, is kept.
+ * prints them (proto_escape()); the rest, backslashes included, is kept.
+ * Out of memory: still one line, with every doubtful byte a '?'.
  */
-static bool log_keeps(const unsigned char *s, size_t n)
-{
-	if (n == 1)
-		return s[0] >= 0x20 && s[0] != 0x7f;
-	return n > 1 && !(s[0] == 0xc2 && s[1] < 0xa0);
-}
-
-static char *log_escape(const char *text)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *s = (const unsigned char *)text;
-	size_t len = strlen(text), o = 0;
-	char *out = malloc(len * 4 + 1);
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < len;) {
-		size_t n = proto_utf8_seq(text + i, len - i);
-
-		if (log_keeps(s + i, n)) {
-			memcpy(out + o, s + i, n);
-			o += n;
-			i += n;
-			continue;
-		}
-		for (size_t end = i + (n ? n : 1); i < end; i++) {
-			out[o++] = '\\';
-			out[o++] = 'x';
-			out[o++] = hex[s[i] >> 4];
-			out[o++] = hex[s[i] & 0xf];
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-/* Out of memory: still one line, with every doubtful byte a '?'. */
 static void log_blank(char *text)
 {
 	for (unsigned char *p = (unsigned char *)text; *p; p++)
@@ -175,7 +139,7 @@ static void vlog_suffix(enum log_level level, const char *suffix,
 	va_end(again);
 	if (!text)
 		text = small;
-	line = log_escape(text);
+	line = proto_escape(text, PROTO_ESC_CONTROLS);
 	if (!line)
 		log_blank(text);
 	/* One fprintf per line keeps lines whole in the journal. */

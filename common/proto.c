@@ -172,11 +172,24 @@ bool proto_utf8_valid(const char *s, size_t len)
 	return true;
 }
 
-char *proto_name_escape(const char *name)
+/* Is the sequence s[0..n) (n from proto_utf8_seq, 0: invalid) kept? */
+static bool escape_keeps(const unsigned char *s, size_t n, unsigned flags)
+{
+	if (n == 0)
+		return false;
+	if (!(flags & PROTO_ESC_CONTROLS))
+		return true;
+	if (n == 1)
+		return (s[0] >= 0x20 && s[0] != 0x7f) ||
+		       (s[0] == '\n' && (flags & PROTO_ESC_KEEP_NL));
+	return !(s[0] == 0xc2 && s[1] < 0xa0);   /* C1: U+0080..U+009F */
+}
+
+char *proto_escape(const char *text, unsigned flags)
 {
 	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)name;
-	size_t len = strlen(name), o = 0;
+	const unsigned char *p = (const unsigned char *)text;
+	size_t len = strlen(text), o = 0;
 	char *out = malloc(len * 4 + 1);
 
 	if (!out)
@@ -184,20 +197,26 @@ char *proto_name_escape(const char *name)
 	for (size_t i = 0; i < len;) {
 		size_t n = utf8_seq(p + i, len - i);
 
-		if (n > 0) {
+		if (escape_keeps(p + i, n, flags)) {
 			memcpy(out + o, p + i, n);
 			o += n;
 			i += n;
 			continue;
 		}
-		out[o++] = '\\';
-		out[o++] = 'x';
-		out[o++] = hex[p[i] >> 4];
-		out[o++] = hex[p[i] & 0xf];
-		i++;
+		for (size_t end = i + (n ? n : 1); i < end; i++) {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[p[i] >> 4];
+			out[o++] = hex[p[i] & 0xf];
+		}
 	}
 	out[o] = '\0';
 	return out;
+}
+
+char *proto_name_escape(const char *name)
+{
+	return proto_escape(name, 0);
 }
 
 /* ---- codec ------------------------------------------------------------- */

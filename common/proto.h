@@ -253,5 +253,14 @@ bool proto_utf8_valid(const char *s, size_t len);
 size_t proto_utf8_seq(const char *s, size_t len);
 /* The file-name escape described above; caller frees. NULL on ENOMEM. */
 char *proto_name_escape(const char *name);
+/*
+ * The same escape, and with PROTO_ESC_CONTROLS also of C0 controls, DEL
+ * and C1 controls (U+0080..U+009F), for text a terminal or the journal
+ * shows; PROTO_ESC_KEEP_NL keeps newlines then. Caller frees; NULL on
+ * ENOMEM.
+ */
+#define PROTO_ESC_CONTROLS 0x1u
+#define PROTO_ESC_KEEP_NL 0x2u
+char *proto_escape(const char *text, unsigned flags);
 
 #endif
