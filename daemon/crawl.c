@@ -23,6 +23,7 @@
 #include "reaper.h"
 #include "watch-fs.h"
 #include "watch-internal.h"
+#include "watch-wd.h"
 
 /* Newer or same generation: wrap-safe. */
 static bool gen_seen(const struct dir *d, const struct job *j)
@@ -132,13 +133,7 @@ int crawl_push(struct watcher *w, struct job *j, struct dir *parent,
 
 static int add_watch(struct watcher *w, int fd)
 {
-	char proc[32];
-	int wd;
-
-	/* The magic link pins the inode we opened with O_NOFOLLOW (FACTS.md). */
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	wd = inotify_add_watch(w->fd, proc, WATCH_MASK);
-	return wd < 0 ? -errno : wd;
+	return watch_wd_add(w, fd, WATCH_MASK);
 }
 
 /*
@@ -414,13 +409,12 @@ static void blocked(struct watcher *w, struct dir *parent, int pfd,
 {
 	struct root *r = watch_root_of(parent);
 	bool enter = faccessat(pfd, ".", X_OK, AT_EACCESS) == 0;
-	char proc[32], *path;
 	bool heard = false;
+	char *path;
 	int wd;
 
 	if (dir_wd(parent) >= 0) {
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
-		wd = inotify_add_watch(w->fd, proc, WATCH_MASK_BLOCKED);
+		wd = watch_wd_add(w, pfd, WATCH_MASK_BLOCKED);
 		if (wd >= 0 && wd != dir_wd(parent) && !tree_by_wd(&w->tree, wd))
 			inotify_rm_watch(w->fd, wd);
 		heard = wd >= 0 && wd == dir_wd(parent);

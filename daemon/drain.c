@@ -26,6 +26,7 @@
 #include "relocate.h"
 #include "watch-fs.h"
 #include "watch-internal.h"
+#include "watch-wd.h"
 #include "watch-reap.h"
 
 /* Quiet time before a drained cache is removed: long against the µs
@@ -176,20 +177,18 @@ static struct drain *drain_new(struct watcher *w, int wd, struct root *r,
 static struct drain *watch_cache(struct watcher *w, const struct dir *parent,
 				 int cache_fd, uint64_t ino)
 {
+	struct root *r = watch_root_of(parent);
 	struct drain *dr;
-	char proc[32];
 	int wd;
 
-	struct root *r = watch_root_of(parent);
 
 	if (w->n_drains >= DRAIN_MAX)
 		return find_ino(w, r->mnt_id, ino);
-	/* The magic link pins the inode checked (FACTS.md). IN_MASK_CREATE
-	 * leaves a watch the crawl holds on the same inode alone. */
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", cache_fd);
-	wd = inotify_add_watch(w->fd, proc, DRAIN_MASK | IN_MASK_CREATE);
+	/* IN_MASK_CREATE leaves a watch the crawl holds on the same inode
+	 * alone. */
+	wd = watch_wd_add(w, cache_fd, DRAIN_MASK | IN_MASK_CREATE);
 	if (wd < 0)
-		return errno == EEXIST ? find_ino(w, r->mnt_id, ino) : NULL;
+		return wd == -EEXIST ? find_ino(w, r->mnt_id, ino) : NULL;
 	dr = drain_new(w, wd, r, ino);
 	if (!dr)
 		inotify_rm_watch(w->fd, wd);

@@ -235,6 +235,40 @@ static int check_roots(const struct watcher *w, char *why, size_t len)
 	return 0;
 }
 
+/*
+ * No watch on its way back to the kernel is in use: a batch would take it
+ * from a node, a drain or an anchor (watch-wd.h). Every one of them is
+ * still queued, once.
+ */
+static int check_releasing(const struct watcher *w, char *why, size_t len)
+{
+	const struct wd_queue *q = &w->unwatch;
+	size_t queued = 0;
+
+	for (size_t i = 0; i < q->set_cap; i++) {
+		int wd = q->set[i];
+
+		if (wd == -1)
+			continue;
+		queued++;
+		if (tree_by_wd(&w->tree, wd))
+			return fail(why, len, "watch %d is given back but a node "
+				    "holds it", wd);
+		for (const struct drain *dr = w->drains; dr; dr = dr->next)
+			if (dr->wd == wd || dr->parent_wd == wd)
+				return fail(why, len, "watch %d is given back but "
+					    "a drain holds it", wd);
+		for (const struct root *r = w->roots; r; r = r->next)
+			if (r->anchor_wd == wd)
+				return fail(why, len, "watch %d is given back but "
+					    "root %s waits on it", wd, r->conf.path);
+	}
+	if (queued != q->set_len || q->set_len > q->n)
+		return fail(why, len, "%zu watches to give back, %zu counted, "
+			    "%zu queued", q->set_len, queued, q->n);
+	return 0;
+}
+
 int watcher_check(const struct watcher *w, char *why, size_t len)
 {
 	int r = check_tree(w, why, len);
@@ -243,5 +277,7 @@ int watcher_check(const struct watcher *w, char *why, size_t len)
 		r = check_items(w, why, len);
 	if (r == 0)
 		r = check_roots(w, why, len);
+	if (r == 0)
+		r = check_releasing(w, why, len);
 	return r;
 }

@@ -25,6 +25,7 @@
 #include "watch-fs.h"
 #include "watch-internal.h"
 #include "watch-roots.h"
+#include "watch-wd.h"
 
 /* A directory appeared in parent (created, or moved in from elsewhere). */
 static void dir_appeared(struct watcher *w, struct dir *parent, const char *name)
@@ -259,6 +260,9 @@ static void on_event(struct watcher *w, const struct inotify_event *ev)
 	}
 	d = tree_by_wd(&w->tree, ev->wd);
 	if (!d) {
+		/* Gone by itself before its turn to be given back. */
+		if (ev->mask & IN_IGNORED)
+			watch_wd_forget(w, ev->wd);
 		if (!drain_event(w, ev))
 			roots_anchor_event(w, ev);
 		return;

@@ -21,6 +21,8 @@ void watcher_feed(struct watcher *w, const void *buf, size_t len);
 void watcher_expire_drains(struct watcher *w);
 /* One tick of the rescan of directories the kernel would not watch. */
 void watcher_rescan_unwatched(struct watcher *w);
+/* One batch of watches given back to the kernel (watch-wd.h); how many. */
+size_t watcher_release_watches(struct watcher *w);
 int watcher_inotify_fd(const struct watcher *w);
 /*
  * Check every invariant: the tree's (tree_check()), pins against their

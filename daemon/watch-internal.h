@@ -10,6 +10,7 @@
  *   drain.c         relocating caches drained before they go
  *   watch-reap.c    a cache handed to the reaper and accounted for
  *   watch-fs.c      opening roots and nodes safely; notices posted upward
+ *   watch-wd.c      the kernel's watches: added, given back in batches
  *   tree.c          the directory nodes (see tree.h for their lifetime)
  *
  * A module calls only those below it. What a lower module learns that an
@@ -29,6 +30,7 @@
 #include "reaper.h"
 #include "tree.h"
 #include "watch.h"
+#include "watch-wd.h"
 
 /* What every directory watch subscribes: no IN_MODIFY/IN_ATTRIB, no noise. */
 #define WATCH_MASK (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | \
@@ -189,6 +191,8 @@ struct watcher {
 	uv_idle_t crawl_idle;     /* active only while the stack is not empty */
 	uv_timer_t rescan_timer;  /* active only while some directory is unwatched */
 	uv_timer_t drain_timer;   /* active only while some cache drains */
+	uv_idle_t release_idle;   /* active only while watches wait to go back */
+	struct wd_queue unwatch;  /* those watches (watch-wd.h) */
 	int mounts_fd;            /* /proc/self/mountinfo, or -1 */
 	uv_poll_t mounts;         /* POLLPRI on it: the mount table changed */
 	uint64_t drain_due;       /* when drain_timer fires, or 0 */

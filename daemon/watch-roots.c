@@ -15,6 +15,7 @@
 #include "reaper.h"
 #include "watch-fs.h"
 #include "watch-internal.h"
+#include "watch-wd.h"
 
 /* --- anchors: how a missing root is waited for --------------------------- */
 
@@ -40,18 +41,15 @@ static void anchor_release(struct watcher *w, struct root *r)
 static void anchor_set(struct watcher *w, struct root *r, int fd,
 		       const char *next)
 {
-	char proc[32];
-	int wd;
+	int wd = watch_wd_add(w, fd, ANCHOR_MASK | IN_MASK_ADD);
 
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	wd = inotify_add_watch(w->fd, proc, ANCHOR_MASK | IN_MASK_ADD);
 	if (wd != r->anchor_wd)
 		anchor_release(w, r);
 	free(r->anchor_next);
-	r->anchor_wd = wd;
+	r->anchor_wd = wd < 0 ? -1 : wd;
 	r->anchor_next = strdup(next);
 	if (wd < 0)
-		log_errno(-errno, "cannot wait for root %s to appear", r->conf.path);
+		log_errno(wd, "cannot wait for root %s to appear", r->conf.path);
 }
 
 void roots_anchor_event(struct watcher *w, const struct inotify_event *ev)

@@ -27,6 +27,7 @@
 #include "watch-hooks.h"
 #include "watch-internal.h"
 #include "watch-roots.h"
+#include "watch-wd.h"
 
 #define READS_PER_WAKEUP 8
 #define SLICE_NS (4 * 1000 * 1000)
@@ -34,6 +35,7 @@
 static void on_crawl_idle(uv_idle_t *h);
 static void on_rescan_timer(uv_timer_t *t);
 static void on_drain_timer(uv_timer_t *t);
+static void on_release_idle(uv_idle_t *h);
 
 static void watch_enter(struct watcher *w)
 {
@@ -87,6 +89,10 @@ static void schedule(struct watcher *w)
 		return;
 	if (w->stack && !uv_is_active((uv_handle_t *)&w->crawl_idle))
 		uv_idle_start(&w->crawl_idle, on_crawl_idle);
+	if (watch_wd_pending(&w->unwatch))
+		uv_idle_start(&w->release_idle, on_release_idle);
+	else
+		uv_idle_stop(&w->release_idle);
 	if (unwatched && !uv_is_active((uv_handle_t *)&w->rescan_timer))
 		uv_timer_start(&w->rescan_timer, on_rescan_timer,
 			       UNWATCHED_RESCAN_MS, UNWATCHED_RESCAN_MS);
@@ -123,6 +129,9 @@ static void watch_leave(struct watcher *w)
 	}
 #endif
 	w->depth = 0;
+	/* A few go back at once: no handle to start for a small subtree. */
+	if (watch_wd_pending(&w->unwatch) <= RELEASE_NOW)
+		watch_wd_release_some(w, RELEASE_NOW);
 	tree_reap(&w->tree);
 	roots_reap(w);
 	schedule(w);
@@ -181,6 +190,17 @@ static void on_crawl_idle(uv_idle_t *h)
 	watch_leave(w);
 }
 
+/* A batch of watches given back; the loop reads their IN_IGNOREDs before
+ * the next (watch-wd.h). */
+static void on_release_idle(uv_idle_t *h)
+{
+	struct watcher *w = h->data;
+
+	watch_enter(w);
+	watch_wd_release_some(w, RELEASE_BATCH);
+	watch_leave(w);
+}
+
 static void on_rescan_timer(uv_timer_t *t)
 {
 	struct watcher *w = t->data;
@@ -235,9 +255,7 @@ static void watch_mounts(struct watcher *w)
 
 static void unwatch(void *ud, int wd)
 {
-	struct watcher *w = ud;
-
-	inotify_rm_watch(w->fd, wd);
+	watch_wd_release(ud, wd);
 }
 
 int watcher_new(uv_loop_t *loop, struct watcher **out)
@@ -264,10 +282,11 @@ int watcher_new(uv_loop_t *loop, struct watcher **out)
 	}
 	uv_poll_init(loop, &w->poll, w->fd);
 	uv_idle_init(loop, &w->crawl_idle);
+	uv_idle_init(loop, &w->release_idle);
 	uv_timer_init(loop, &w->rescan_timer);
 	uv_timer_init(loop, &w->drain_timer);
 	w->poll.data = w->crawl_idle.data = w->rescan_timer.data = w;
-	w->drain_timer.data = w;
+	w->drain_timer.data = w->release_idle.data = w;
 	watch_mounts(w);
 	r = uv_poll_start(&w->poll, UV_READABLE, on_readable);
 	if (r < 0) {
@@ -304,7 +323,8 @@ static void on_handle_closed(uv_handle_t *h)
 
 	if (--w->closing > 0)
 		return;
-	close(w->fd);
+	close(w->fd);   /* and with it every watch still to give back */
+	watch_wd_finish(w);
 	if (w->mounts_fd >= 0)
 		close(w->mounts_fd);
 	free(w->dents);
@@ -322,11 +342,12 @@ void watcher_destroy(struct watcher *w)
 		roots_remove(w, w->roots->conf.path);
 	drain_forget(w, NULL);
 	watch_leave(w);
-	w->closing = 4 + (w->mounts_fd >= 0);
+	w->closing = 5 + (w->mounts_fd >= 0);
 	if (w->mounts_fd >= 0)
 		uv_close((uv_handle_t *)&w->mounts, on_handle_closed);
 	uv_close((uv_handle_t *)&w->poll, on_handle_closed);
 	uv_close((uv_handle_t *)&w->crawl_idle, on_handle_closed);
+	uv_close((uv_handle_t *)&w->release_idle, on_handle_closed);
 	uv_close((uv_handle_t *)&w->rescan_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
 }
@@ -470,6 +491,16 @@ void watcher_rescan_unwatched(struct watcher *w)
 	watch_enter(w);
 	roots_rescan_unwatched(w);
 	watch_leave(w);
+}
+
+size_t watcher_release_watches(struct watcher *w)
+{
+	size_t n;
+
+	watch_enter(w);
+	n = watch_wd_release_some(w, RELEASE_BATCH);
+	watch_leave(w);
+	return n;
 }
 
 int watcher_inotify_fd(const struct watcher *w)

@@ -216,10 +216,13 @@ static int queued(const struct world *wd)
 	return n;
 }
 
-/* The timers' work, done at once: drains, and the slow rescan of what
- * the kernel would not watch. True when there was some. */
+/* The timers' and idle handles' work, done at once: drains, the slow
+ * rescan of what the kernel would not watch, a batch of watches given
+ * back. True when there was some. */
 static bool timers_due(struct world *wd)
 {
+	if (watcher_release_watches(wd->w))
+		return true;
 	if (wd->w->drains) {
 		watcher_expire_drains(wd->w);
 		return true;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "watch-hooks.h"
 #include "watch-internal.h"
 #include "watchfx.h"
 #include "wfx-test.h"
@@ -276,6 +277,81 @@ static void test_remove_missing_root(void **state)
 	assert_null(wfx_root(f, f->root));
 }
 
+/* Watches the kernel holds on the watcher's inotify fd (its fdinfo). */
+static size_t kernel_watches(struct wfx *f)
+{
+	char path[64], line[512];
+	size_t n = 0;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d",
+		 watcher_inotify_fd(f->w));
+	fp = fopen(path, "re");
+	if (!fp)
+		fail_msg("cannot read %s", path);
+	while (fgets(line, sizeof(line), fp))
+		n += !strncmp(line, "inotify wd:", 11);
+	fclose(fp);
+	return n;
+}
+
+static bool pred_kernel_watches_1(void *ud)
+{
+	return kernel_watches(ud) == 1;
+}
+
+static long read_long(const char *path)
+{
+	FILE *fp = fopen(path, "re");
+	long v = -1;
+
+	if (fp) {
+		if (fscanf(fp, "%ld", &v) != 1)
+			v = -1;
+		fclose(fp);
+	}
+	return v;
+}
+
+/*
+ * A root with more directories than the inotify queue holds events is
+ * removed: each watch given back queues an IN_IGNORED, and given back all
+ * at once they overflow the queue, which rescans every other root. They
+ * must go without an overflow, the kernel must be left with the other
+ * root's one watch, and that root must go on working.
+ */
+static void test_remove_root_larger_than_the_queue(void **state)
+{
+	struct rfx *x = *state;
+	struct wfx *f = &x->f;
+	long queue = read_long("/proc/sys/fs/inotify/max_queued_events");
+	size_t dirs = (size_t)queue + 4000, made = 0;
+	struct watcher_stats ws;
+
+	if (queue < 0 || queue > 60000) {
+		printf("# left out: max_queued_events is %ld\n", queue);
+		return;
+	}
+	for (size_t i = 0; made < dirs; i++) {
+		OK(lt_mkdirs("%s/d%03zu", f->root, i));
+		made++;
+		for (size_t j = 0; j < 199 && made < dirs; j++, made++)
+			OK(lt_mkdirs("%s/d%03zu/s%03zu", f->root, i, j));
+	}
+	start_both(x);
+	assert_int_equal(wfx_watches(f), dirs + 2);
+	OK(watcher_remove_root(f->w, f->root));
+	assert_true(wfx_barrier(f, x->b));
+	assert_true(lt_run_until(&f->loop, pred_kernel_watches_1, f,
+				 lt_ms(WFX_WAIT_MS)));
+	assert_true(wfx_barrier(f, x->b));
+	watcher_get_stats(f->w, &ws);
+	assert_int_equal(ws.overflows, 0);
+	assert_int_equal(wfx_watches(f), 1);
+	OK(lt_cache("m", "%s/pkg", x->b));
+	assert_true(wfx_wait_no_caches(f, x->b, WFX_WAIT_MS));
+}
+
 static void on_status(struct root *r, int status, void *ud)
 {
 	*(int *)ud = status;
@@ -490,6 +566,7 @@ int main(void)
 		T(test_remove_root_stops_everything),
 		T(test_remove_missing_root),
 		T(test_remove_root_during_crawl),
+		T(test_remove_root_larger_than_the_queue),
 		T(test_excludes_and_venvs_left_alone),
 		T(test_dirs_that_become_excluded),
 		T(test_move_between_roots),

@@ -9,7 +9,7 @@
 set -u
 daemon=${1:?usage: layers.sh DAEMON_DIR}
 # Bottom to top.
-order="tree tree-check watch-fs watch-reap drain crawl watch-roots watch-events watch-check watch"
+order="tree tree-check watch-wd watch-fs watch-reap drain crawl watch-roots watch-events watch-check watch"
 
 rank() {
 	i=0
