@@ -254,8 +254,10 @@ static int check_releasing(const struct watcher *w, char *why, size_t len)
 		if (tree_by_wd(&w->tree, wd))
 			return fail(why, len, "watch %d is given back but a node "
 				    "holds it", wd);
+		/* A drain's parent_wd is only a name for its parent's node,
+		 * looked up each time: the node may have died. */
 		for (const struct drain *dr = w->drains; dr; dr = dr->next)
-			if (dr->wd == wd || dr->parent_wd == wd)
+			if (dr->wd == wd)
 				return fail(why, len, "watch %d is given back but "
 					    "a drain holds it", wd);
 		for (const struct root *r = w->roots; r; r = r->next)
