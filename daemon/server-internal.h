@@ -85,7 +85,7 @@ void server_method_tick(struct server_request *req);
 
 /* The socket's ownership (server-socket.c). */
 struct server_socket {
-	int fd;            /* listening; handed to libuv, which closes it */
+	int fd;            /* listening; closed by server_destroy() */
 	char *path;        /* owned until handed to the daemon */
 	bool bound_here;   /* not passed by systemd: ours to unlink */
 	dev_t dev;         /* what we bound, to unlink only that */

@@ -7,6 +7,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -28,7 +29,12 @@
 
 struct server {
 	struct daemon *d;
-	uv_pipe_t listener;
+	/* The listening socket (sock.fd), accepted from here rather than by
+	 * uv_listen(), which hides a failed accept4() (EMFILE) from us. */
+	uv_poll_t listener;
+	bool listening;              /* listener initialised: close it */
+	int reserve_fd;              /* given up to turn clients away on EMFILE */
+	bool warned_accept;          /* accept4() failed, and it was said */
 	uv_timer_t tick;
 	struct client *clients;      /* struct client::next, prev */
 	size_t n_clients;
@@ -535,22 +541,46 @@ static bool make_room(struct server *s, struct client *fresh)
 	return true;
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+/*
+ * Out of fds: the clients waiting would wake us up again and again, each
+ * to hang. Give up the reserve fd, accept them and close them (pycachectl
+ * then says the daemon closed the connection), and take the reserve back.
+ */
+static void turn_away(struct server *s, int err)
 {
-	struct server *s = listener->data;
-	struct client *c;
+	int fd, n = 0;
 
-	if (status < 0) {
-		log_errno(status, "control socket");
-		return;
-	}
-	c = client_new(s);
+	if (s->reserve_fd >= 0)
+		close(s->reserve_fd);
+	while ((fd = accept4(s->sock.fd, NULL, NULL, SOCK_CLOEXEC)) >= 0 ||
+	       errno == EINTR)
+		if (fd >= 0) {
+			close(fd);
+			n++;
+		}
+	s->reserve_fd = open("/", O_PATH | O_CLOEXEC);
+	if (!s->warned_accept)
+		log_error("cannot accept a control connection: %s; %d turned "
+			  "away (close some of the daemon's files, or raise its "
+			  "LimitNOFILE=)", strerror(-err), n);
+	s->warned_accept = true;
+}
+
+static void on_connection(struct server *s, int fd)
+{
+	struct client *c = client_new(s);
+
 	if (!c) {
 		log_errno(-ENOMEM, "accepting a control connection");
+		close(fd);
 		return;
 	}
-	if (uv_accept(listener, (uv_stream_t *)&c->pipe) < 0 ||
-	    check_peer(c) < 0) {
+	if (uv_pipe_open(&c->pipe, fd) < 0) {
+		close(fd);
+		client_close(c);
+		return;
+	}
+	if (check_peer(c) < 0) {
 		client_close(c);
 		return;
 	}
@@ -565,24 +595,55 @@ static void on_connection(uv_stream_t *listener, int status)
 		uv_timer_start(&s->tick, on_tick, TICK_MSEC, TICK_MSEC);
 }
 
+/* A few at a time: a flood of connections must not starve the watcher. */
+#define ACCEPTS_PER_WAKEUP 16
+
+static void on_listener(uv_poll_t *h, int status, int events)
+{
+	struct server *s = h->data;
+
+	if (status < 0) {
+		log_errno(status, "control socket");
+		return;
+	}
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+		int fd = accept4(s->sock.fd, NULL, NULL,
+				 SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (fd >= 0) {
+			if (s->warned_accept)
+				log_info("accepting control connections again");
+			s->warned_accept = false;
+			on_connection(s, fd);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EMFILE || errno == ENFILE)
+			turn_away(s, -errno);
+		else if (errno != EAGAIN && errno != EWOULDBLOCK)
+			log_errno(-errno, "accepting a control connection");
+		return;
+	}
+}
+
 /* --- lifetime ----------------------------------------------------------- */
 
 static int server_listen(struct server *s)
 {
 	int r;
 
-	uv_pipe_init(s->d->loop, &s->listener, 0);
-	s->listener.data = s;
 	uv_timer_init(s->d->loop, &s->tick);
 	s->tick.data = s;
-	s->open_handles = 2;
-	r = uv_pipe_open(&s->listener, s->sock.fd);
-	if (r < 0) {
-		close(s->sock.fd);   /* not libuv's yet */
+	s->open_handles = 1;
+	s->reserve_fd = open("/", O_PATH | O_CLOEXEC);
+	r = uv_poll_init(s->d->loop, &s->listener, s->sock.fd);
+	if (r < 0)
 		return r;
-	}
-	return uv_listen((uv_stream_t *)&s->listener, SERVER_BACKLOG,
-			 on_connection);
+	s->listener.data = s;
+	s->listening = true;
+	s->open_handles++;
+	return uv_poll_start(&s->listener, UV_READABLE, on_listener);
 }
 
 int server_start(struct daemon *d, const char *socket_override)
@@ -632,9 +693,14 @@ void server_destroy(struct server *s)
 		next = c->next;
 		client_close(c);
 	}
+	if (s->listening)
+		uv_close((uv_handle_t *)&s->listener, on_handle_closed);
+	/* Closed by no one else: the poll handle never owned it. */
+	close(s->sock.fd);
+	if (s->reserve_fd >= 0)
+		close(s->reserve_fd);
 	server_socket_release(&s->sock);
 	if (s->d->server == s)
 		s->d->server = NULL;
-	uv_close((uv_handle_t *)&s->listener, on_handle_closed);
 	uv_close((uv_handle_t *)&s->tick, on_handle_closed);
 }

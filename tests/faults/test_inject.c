@@ -532,6 +532,11 @@ static void save_rename_eio(void **state)
 
 /* --- accept4 ------------------------------------------------------------- */
 
+/*
+ * Out of fds, the daemon cannot take a client: the client waiting is
+ * turned away (not left hanging), it is said once with what helps, and
+ * the next one is served.
+ */
 static void accept_emfile(void **state)
 {
 	struct hx *h = *state;
@@ -543,7 +548,11 @@ static void accept_emfile(void **state)
 	p = hx_ctl(h, (const char *const[]){ "status", NULL });
 	fprintf(stderr, "# status while accept4 fails: %d %s\n", p.status, p.err);
 	assert_int_equal(tracer_stop(h, &t), 1);
+	assert_int_not_equal(p.status, 0);
 	expect_serving(h);
+	expect_logged_once(h, "cannot accept a control connection",
+			   "Too many open files");
+	assert_true(hx_log_contains(h, "LimitNOFILE="));
 	expect_converged(h);
 }
 
