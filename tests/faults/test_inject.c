@@ -474,7 +474,8 @@ static const char *state_file(struct hx *h)
  * and holds the root added before, the failure is logged once with the
  * file's name, and the same add works once the fault is gone.
  */
-static void save_fails(struct hx *h, const char *trace, const char *inject)
+static void save_fails_at(struct hx *h, const char *trace, const char *inject,
+			  const char *log_level)
 {
 	struct tracer t;
 	const char *first = hx_path(h, "first"), *second = hx_path(h, "second");
@@ -483,7 +484,7 @@ static void save_fails(struct hx *h, const char *trace, const char *inject)
 
 	hx_mkdirs(first);
 	hx_mkdirs(second);
-	hx_config(h, "[pycached]\nlog_level = info\n");
+	hx_config(h, "[pycached]\nlog_level = %s\n", log_level);
 	hx_start(h, NULL);
 	p = hx_ctl(h, (const char *const[]){ "add", first, NULL });
 	assert_int_equal(p.status, 0);
@@ -512,6 +513,27 @@ static void save_fails(struct hx *h, const char *trace, const char *inject)
 		fail_msg("the roots file after the fault:\n%s", after);
 	/* No temporary of the failed save left beside it. */
 	assert_int_equal(hx_count_entries(hx_path(h, "state/pycached")), 1);
+}
+
+static void save_fails(struct hx *h, const char *trace, const char *inject)
+{
+	save_fails_at(h, trace, inject, "info");
+}
+
+/*
+ * strace cannot single out the temporary's write(2) by path (-P matches
+ * exact names, and the temporary's is random): at log level warning
+ * nothing else writes between the request and the save, so the first
+ * write(2) after attaching is the save's (the reply comes after it).
+ */
+static void save_write_enospc(void **state)
+{
+	save_fails_at(*state, "write", "write:error=ENOSPC:when=1", "warning");
+}
+
+static void save_write_eio(void **state)
+{
+	save_fails_at(*state, "write", "write:error=EIO:when=1", "warning");
 }
 
 static void save_fsync_enospc(void **state)
@@ -574,6 +596,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(getdents_eio_stays, hx_setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(retry_keeps_sweep_no, hx_setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(save_write_enospc, hx_setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(save_write_eio, hx_setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(save_fsync_enospc, hx_setup,
 						teardown),
