@@ -583,15 +583,8 @@ static void job_done(struct watcher *w, struct job *j)
 		r->want_warn = true;
 	/* What it missed is neither watched nor known: crawl it all again
 	 * once the fault may have passed (watch.c's slow rescan). */
-	if (j->status < 0 && j->status != -ECANCELED) {
-		bool again = r->active && watch_post_retry(w, r);
-
-		if (again)
-			r->retry_reap = j->reap;
-		log_errno(j->status, "%s: part of it could not be crawled; %s",
-			  r->conf.path, again ? "it is crawled again in a few seconds"
-			  : "it is crawled again by the next sweep");
-	}
+	if (j->status < 0 && j->status != -ECANCELED)
+		watch_report_partial(w, r, j->status, j->reap);
 	if (j->cb)
 		j->cb(r, j->status, j->ud);
 	r->pins--;

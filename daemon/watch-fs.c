@@ -36,13 +36,13 @@ int watch_openat2(int dirfd, const char *path, uint64_t resolve)
 
 static int walk_path(const char *path, int *anchor, char *next, size_t next_len)
 {
-	char *copy = strdup(path), *save = NULL, *comp;
 	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), err = 0;
+	char *copy, *save = NULL, *comp;
 
-	if (!copy || fd < 0) {
-		free(copy);
-		if (fd >= 0)
-			close(fd);
+	if (fd < 0)
+		return -errno;   /* EMFILE, ENFILE: not ENOMEM */
+	if (!(copy = strdup(path))) {
+		close(fd);
 		return -ENOMEM;
 	}
 	for (comp = strtok_r(copy, "/", &save); comp;
@@ -249,6 +249,23 @@ void watch_post_recrawl(struct watcher *w, struct dir *d)
 		watch_post_rescan(w, r);
 }
 
+void watch_report_partial(struct watcher *w, struct root *r, int err,
+			  bool reap)
+{
+	bool again = r->active && watch_post_retry(w, r);
+
+	if (again)
+		r->retry_reap = reap;
+	log_errno(err, "%s: part of it could not be crawled; %s", r->conf.path,
+		  again ? "it is crawled again in a few seconds"
+			: "it is crawled again by the next sweep");
+}
+
+static bool short_of(int err)
+{
+	return err == -ENOMEM || err == -EMFILE || err == -ENFILE;
+}
+
 void watch_note_unreachable(struct watcher *w, struct dir *d, int err)
 {
 	struct root *r = watch_root_of(d);
@@ -258,13 +275,22 @@ void watch_note_unreachable(struct watcher *w, struct dir *d, int err)
 
 	if (!r || !r->active)
 		return;
+	/* Out of fds or memory says nothing of d: what its event named is
+	 * unknown until a crawl can run, which a crawl now would not. */
+	if (short_of(err)) {
+		watch_report_partial(w, r, err, true);
+		return;
+	}
 	fd = watch_root_open(r);
-	if (fd < 0 && fd != -ENOMEM && fd != -EMFILE && fd != -ENFILE) {
+	if (short_of(fd)) {
+		watch_report_partial(w, r, fd, true);
+		return;
+	}
+	if (fd < 0) {
 		watch_post_lost(w, r, "can no longer be reached without symlinks");
 		return;
 	}
-	if (fd >= 0)
-		close(fd);
+	close(fd);
 	if (moved && !dir_is_top(d) && dir_wd(d) >= 0 && stale_add(w, d))
 		return;
 	log_debug("cannot reopen a watched directory (%s): rescanning",

@@ -55,6 +55,13 @@ void watch_post_rescan(struct watcher *w, struct root *r);
  * not: then only a sweep or a reload tries.
  */
 bool watch_post_retry(struct watcher *w, struct root *r);
+/*
+ * What a crawl of r should have met is unknown (err: out of fds, of memory,
+ * EIO): say so and have it crawled again (watch_post_retry()), reaping
+ * as reap says.
+ */
+void watch_report_partial(struct watcher *w, struct root *r, int err,
+			  bool reap);
 /* Crawl live node d again (by its name, or its root if d is a top) once
  * the queued events are read: the tree's names then have caught up. */
 void watch_post_recrawl(struct watcher *w, struct dir *d);
