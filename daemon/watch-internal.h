@@ -73,6 +73,7 @@ struct root {
 	bool active;          /* found and crawled (or being crawled) */
 	uint64_t ino;
 	uint64_t mnt_id;
+	uint64_t mounts_below; /* what is mounted below it (watch-roots.c) */
 	struct tree_top tt;   /* its directories */
 	/* The state is derived (root_state()): missing while not active,
 	 * crawling until a whole crawl of it ended, then active or degraded

@@ -142,8 +142,113 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 	close(fd);
 	r->crawled = false;
 	r->reason[0] = '\0';
+	roots_mounts_note(w, r);
 	crawl_push(w, j, NULL, -1, "");
 	crawl_job_go(w, j);
+}
+
+/* --- mounts ----------------------------------------------------------------- */
+
+/* The whole of /proc/self/mountinfo, NUL-terminated; NULL if unreadable. */
+static char *read_mountinfo(void)
+{
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	size_t len = 0, cap = 16 * 1024;
+	char *buf = NULL, *n;
+	ssize_t got;
+
+	if (fd < 0)
+		return NULL;
+	for (;;) {
+		if (!(n = realloc(buf, cap + 1)))
+			break;
+		buf = n;
+		got = read(fd, buf + len, cap - len);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			if (got == 0) {
+				buf[len] = '\0';
+				close(fd);
+				return buf;
+			}
+			break;
+		}
+		len += (size_t)got;
+		if (len == cap)
+			cap *= 2;
+	}
+	free(buf);
+	close(fd);
+	return NULL;
+}
+
+/* Undo mountinfo's octal escapes (\040 for a space...) of field, in place. */
+static void unescape_octal(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/*
+ * What is mounted strictly below path: a hash of each such mount's id and
+ * mount point (FNV-1a), 0 when none. The text is mountinfo's, not kept.
+ */
+static uint64_t mounts_below(const char *mountinfo, const char *path)
+{
+	size_t plen = strlen(path);
+	uint64_t h = 0;
+	char point[PATH_MAX];
+	const char *line = mountinfo;
+
+	while (line && *line) {
+		const char *end = strchr(line, '\n');
+		unsigned long id;
+		int at = 0;
+
+		/* "ID PARENT MAJ:MIN ROOT MOUNT_POINT ..." */
+		if (sscanf(line, "%lu %*u %*s %*s %n", &id, &at) >= 1 && at > 0) {
+			const char *p = line + at, *q = p;
+
+			while (*q && *q != ' ' && *q != '\n')
+				q++;
+			if ((size_t)(q - p) < sizeof(point)) {
+				memcpy(point, p, (size_t)(q - p));
+				point[q - p] = '\0';
+				unescape_octal(point);
+				if (!strncmp(point, path, plen) &&
+				    (point[plen] == '/' || (plen == 1 && point[1]))) {
+					uint64_t x = 1469598103934665603ull;
+
+					for (const char *c = point; *c; c++)
+						x = (x ^ (unsigned char)*c) * 1099511628211ull;
+					/* Order-free: the table lists them as it likes. */
+					h += (x ^ id) * 1099511628211ull;
+				}
+			}
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return h;
+}
+
+void roots_mounts_note(struct watcher *w, struct root *r)
+{
+	char *text = read_mountinfo();
+
+	if (text)
+		r->mounts_below = mounts_below(text, r->conf.path);
+	free(text);
 }
 
 /*
@@ -152,11 +257,18 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
  * and the root is then found again on what was below), nor that a
  * missing root appeared on a new mount. A root that names another
  * directory now is lost and found again; a missing one is looked for.
- * Mounts inside a root need nothing: they are never entered.
+ *
+ * Below a root, a mount is never entered; but one that comes hides a
+ * watched directory, and one that goes uncovers a directory nobody
+ * watches. Either way what is mounted below the root changed, and it is
+ * crawled again (and swept: what was hidden may hold caches).
  */
 void roots_mounts_changed(struct watcher *w)
 {
+	char *text = read_mountinfo();
+
 	for (struct root *r = w->roots; r; r = r->next) {
+		uint64_t below;
 		int fd;
 
 		if (r->dead)
@@ -168,10 +280,22 @@ void roots_mounts_changed(struct watcher *w)
 		fd = watch_root_open(r);
 		if (fd >= 0)
 			close(fd);
-		else if (fd != -ENOMEM && fd != -EMFILE && fd != -ENFILE)
+		else if (fd != -ENOMEM && fd != -EMFILE && fd != -ENFILE) {
 			watch_post_lost(w, r, "is another directory now (a mount "
 					"changed)");
+			continue;
+		}
+		if (!text)
+			continue;
+		below = mounts_below(text, r->conf.path);
+		if (below != r->mounts_below) {
+			r->mounts_below = below;
+			log_debug("a mount below %s changed: crawling it again",
+				  r->conf.path);
+			watch_post_rescan(w, r);
+		}
 	}
+	free(text);
 }
 
 /* --- directories the kernel would not watch ----------------------------- */
@@ -376,6 +500,9 @@ int roots_sweep(struct watcher *w, struct root *r, root_ready_cb cb, void *ud)
 	j = crawl_job_new(w, r, true, true, cb, ud);
 	if (!j)
 		return -ENOMEM;
+	/* What the crawl will meet below it: a mount seen now that goes
+	 * later must be seen to go (roots_mounts_changed()). */
+	roots_mounts_note(w, r);
 	w->stats.rescans++;
 	r->want_rescan = false;
 	crawl_push(w, j, NULL, -1, "");

@@ -36,8 +36,11 @@ void roots_anchor_event(struct watcher *w, const struct inotify_event *ev);
 /* One tick of the slow rescan of unwatched directories. */
 void roots_rescan_unwatched(struct watcher *w);
 /* The mount table changed: check every root is still the directory its
- * path names (watch.c learns it from /proc/self/mountinfo). */
+ * path names, and crawl again those below which a mount came or went
+ * (watch.c learns it from /proc/self/mountinfo). */
 void roots_mounts_changed(struct watcher *w);
+/* Remember what is mounted below r now (at its activation). */
+void roots_mounts_note(struct watcher *w, struct root *r);
 /* After a crawl of r ended: say once when directories are unwatched. */
 void roots_warn_unwatched(struct root *r);
 /* fs.inotify.max_user_watches, 0 if unknown. */

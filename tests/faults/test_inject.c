@@ -365,7 +365,7 @@ static void open_emfile(void **state)
 {
 	crawl_fails(*state, "openat,openat2",
 		    "openat,openat2:error=EMFILE:when=1..3",
-		    "part of it could not be crawled");
+		    "crawled again in a few seconds: Too many open files");
 }
 
 static void getdents_eio(void **state)

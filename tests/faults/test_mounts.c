@@ -90,6 +90,25 @@ static void mt_bind(struct mt *m, const char *from, const char *to)
 	m->mounts[m->n_mounts++] = to;
 }
 
+/*
+ * One more change of the mount table, away from every root. The daemon
+ * learns of mounts from POLLPRI on /proc/self/mountinfo, and on this
+ * kernel (6.18) a mount sometimes does not wake an epoll waiter at all:
+ * seen here about once in five runs, the daemon asleep in epoll_wait()
+ * 100 ms after the mount while a poll() of a mountinfo fd opened before it
+ * reported POLLPRI (FACTS.md). The next change wakes it, and the daemon
+ * compares the whole table below each root, so nothing is lost but time.
+ * Called after each mount change whose effect the test waits for.
+ */
+static void mt_nudge(struct hx *h)
+{
+	const char *dir = hx_path(h, "nudge");
+
+	hx_mkdirs(dir);
+	if (rt_mount_tmpfs(dir, NULL) < 0 || umount2(dir, MNT_DETACH) < 0)
+		fail_msg("nudging the mount table on %s: %s", dir, strerror(errno));
+}
+
 static void mt_umount(struct mt *m, const char *dir)
 {
 	if (umount2(dir, MNT_DETACH) < 0)
@@ -289,6 +308,15 @@ static void tmpfs_inside_root(void **state)
 	expect_pyc(h, hx_path(h, "proj/mnt/new/__pycache__"), 1);
 	expect_watches(h, ft_count_dirs(root, skip), "after a sweep");
 	assert_int_equal(watches_on(h, dev), 0);
+
+	/* Unmounted, the directory below is the root's: watched with no
+	 * sweep, and a cache made in a new directory there goes. */
+	mt_umount(m, mnt);
+	mt_nudge(h);
+	expect_watches(h, ft_count_dirs(root, NULL), "after the umount");
+	hx_mkdirs(hx_path(h, "proj/mnt/later"));
+	py_cache(h, hx_path(h, "proj/mnt/later"), "below");
+	hx_expect_no_caches(mnt, hx_ms(HX_REMOVE_MS));
 }
 
 /* --- the root bound inside itself --------------------------------------- */
@@ -373,11 +401,13 @@ static void mount_over_watched_dir(void **state)
 	py_cache(h, hx_path(h, "proj/pkg"), "still");
 	hx_expect_no_caches(hx_path(h, "proj/pkg"), hx_ms(HX_REMOVE_MS));
 
-	/* Uncovered, what was below is the root's again. */
+	/* Uncovered, what was below is the root's again: no event says so,
+	 * the mount table does, and nobody has to sweep. (The cache below is
+	 * still there as the mount goes: the daemon may take it at once.) */
+	assert_true(faccessat(under, "__pycache__", F_OK, AT_SYMLINK_NOFOLLOW) == 0);
 	mt_umount(m, over);
+	mt_nudge(h);
 	close(under);
-	assert_true(hx_is_dir(hx_path(h, "proj/over/sub/__pycache__")));
-	sweep(h, root);
 	hx_expect_no_caches(over, hx_ms(HX_REMOVE_MS));
 	py_cache(h, hx_path(h, "proj/over/sub"), "back");
 	hx_expect_no_caches(over, hx_ms(HX_REMOVE_MS));
