@@ -253,9 +253,22 @@ static void watch_mounts(struct watcher *w)
 
 /* --- the watcher -------------------------------------------------------------- */
 
+/*
+ * A killed node's watch goes back, unless a missing root's anchor or a
+ * drain watches the same inode (the same inode gives the same wd): it is
+ * theirs then, and goes when they let it go (they check for a node).
+ */
 static void unwatch(void *ud, int wd)
 {
-	watch_wd_release(ud, wd);
+	struct watcher *w = ud;
+
+	for (const struct root *r = w->roots; r; r = r->next)
+		if (r->anchor_wd == wd)
+			return;
+	for (const struct drain *dr = w->drains; dr; dr = dr->next)
+		if (dr->wd == wd)
+			return;
+	watch_wd_release(w, wd);
 }
 
 int watcher_new(uv_loop_t *loop, struct watcher **out)

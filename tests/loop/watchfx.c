@@ -88,7 +88,7 @@ static bool pred_ready(void *ud)
 	return ((struct wfx *)ud)->ready;
 }
 
-int wfx_add(struct wfx *f, const struct root_conf *rc)
+int wfx_add_within(struct wfx *f, const struct root_conf *rc, unsigned ms)
 {
 	int r;
 
@@ -96,9 +96,14 @@ int wfx_add(struct wfx *f, const struct root_conf *rc)
 	r = watcher_add_root(f->w, rc, on_ready, f);
 	if (r < 0)
 		return r;
-	if (!lt_run_until(&f->loop, pred_ready, f, lt_ms(WFX_WAIT_MS)))
+	if (!lt_run_until(&f->loop, pred_ready, f, lt_ms(ms)))
 		return -ETIMEDOUT;
 	return f->ready_status;
+}
+
+int wfx_add(struct wfx *f, const struct root_conf *rc)
+{
+	return wfx_add_within(f, rc, WFX_WAIT_MS);
 }
 
 int wfx_start(struct wfx *f)

@@ -44,6 +44,8 @@ struct root_conf wfx_conf(const char *path);
 /* Add the root and run the loop until its ready callback ran; its status,
  * or -ETIMEDOUT. A missing root answers -ENOENT at once. */
 int wfx_add(struct wfx *f, const struct root_conf *rc);
+/* wfx_add with a wait of ms (scaled), for a root of many directories. */
+int wfx_add_within(struct wfx *f, const struct root_conf *rc, unsigned ms);
 /* wfx_add of f->root with the defaults. */
 int wfx_start(struct wfx *f);
 
