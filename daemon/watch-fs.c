@@ -220,7 +220,12 @@ void watch_post_rescan(struct watcher *w, struct root *r)
 bool watch_post_retry(struct watcher *w, struct root *r)
 {
 	(void)w;
-	if (r->dead || r->retries >= RETRY_MAX)
+	if (r->dead)
+		return false;
+	/* One retry crawl counts once, however many failures asked for it. */
+	if (r->want_retry)
+		return true;
+	if (r->retries >= RETRY_MAX)
 		return false;
 	r->retries++;
 	r->want_retry = true;
@@ -252,10 +257,16 @@ void watch_post_recrawl(struct watcher *w, struct dir *d)
 void watch_report_partial(struct watcher *w, struct root *r, int err,
 			  bool reap)
 {
+	bool said = r->want_retry;   /* a retry is due, and was announced */
 	bool again = r->active && watch_post_retry(w, r);
 
 	if (again)
-		r->retry_reap = reap;
+		r->retry_reap = (said && r->retry_reap) || reap;
+	if (said && again) {
+		log_debug("%s: another part could not be crawled: %s",
+			  r->conf.path, strerror(-err));
+		return;
+	}
 	log_errno(err, "%s: part of it could not be crawled; %s", r->conf.path,
 		  again ? "it is crawled again in a few seconds"
 			: "it is crawled again by the next sweep");
