@@ -200,44 +200,63 @@ static void unescape_octal(char *s)
 	*o = '\0';
 }
 
-/*
- * What is mounted strictly below path: a hash of each such mount's id and
- * mount point (FNV-1a), 0 when none. The text is mountinfo's, not kept.
- */
-static uint64_t mounts_below(const char *mountinfo, const char *path)
+/* The field of line (ending at end) after the first `skip`, or NULL. */
+static const char *field(const char *line, const char *end, int skip,
+			 size_t *len)
 {
+	const char *p = line, *q;
+
+	for (int i = 0; i < skip; i++) {
+		p = memchr(p, ' ', (size_t)(end - p));
+		if (!p)
+			return NULL;
+		p++;
+	}
+	q = memchr(p, ' ', (size_t)(end - p));
+	*len = (size_t)((q ? q : end) - p);
+	return p;
+}
+
+/*
+ * What is mounted on a directory of r's own mount strictly below it: a
+ * hash of each such mount's id and mount point (FNV-1a), 0 when none.
+ * Mounts on mounts (an automounted filesystem on its autofs trigger, say)
+ * are left out: the crawl never enters the first one, and an automount
+ * that comes and goes would have the root crawled each time. Each line
+ * is "ID PARENT MAJ:MIN ROOT MOUNT_POINT ...", read within the line.
+ */
+static uint64_t mounts_below(const char *mountinfo, const struct root *r)
+{
+	const char *path = r->conf.path, *line = mountinfo;
 	size_t plen = strlen(path);
-	uint64_t h = 0;
 	char point[PATH_MAX];
-	const char *line = mountinfo;
+	uint64_t h = 0;
 
 	while (line && *line) {
-		const char *end = strchr(line, '\n');
-		unsigned long id;
-		int at = 0;
+		const char *end = strchr(line, '\n'), *f;
+		unsigned long long id, parent;
+		size_t len;
+		char *stop;
 
-		/* "ID PARENT MAJ:MIN ROOT MOUNT_POINT ..." */
-		if (sscanf(line, "%lu %*u %*s %*s %n", &id, &at) >= 1 && at > 0) {
-			const char *p = line + at, *q = p;
+		if (!end)
+			end = line + strlen(line);
+		id = strtoull(line, &stop, 10);
+		parent = stop < end ? strtoull(stop, &stop, 10) : 0;
+		f = field(line, end, 4, &len);
+		if (f && parent == r->mnt_id && len < sizeof(point)) {
+			memcpy(point, f, len);
+			point[len] = '\0';
+			unescape_octal(point);
+			if (!strncmp(point, path, plen) && point[plen] == '/') {
+				uint64_t x = 1469598103934665603ull;
 
-			while (*q && *q != ' ' && *q != '\n')
-				q++;
-			if ((size_t)(q - p) < sizeof(point)) {
-				memcpy(point, p, (size_t)(q - p));
-				point[q - p] = '\0';
-				unescape_octal(point);
-				if (!strncmp(point, path, plen) &&
-				    (point[plen] == '/' || (plen == 1 && point[1]))) {
-					uint64_t x = 1469598103934665603ull;
-
-					for (const char *c = point; *c; c++)
-						x = (x ^ (unsigned char)*c) * 1099511628211ull;
-					/* Order-free: the table lists them as it likes. */
-					h += (x ^ id) * 1099511628211ull;
-				}
+				for (const char *c = point; *c; c++)
+					x = (x ^ (unsigned char)*c) * 1099511628211ull;
+				/* Order-free: the table lists them as it likes. */
+				h += (x ^ id) * 1099511628211ull;
 			}
 		}
-		line = end ? end + 1 : NULL;
+		line = *end ? end + 1 : NULL;
 	}
 	return h;
 }
@@ -247,7 +266,7 @@ void roots_mounts_note(struct watcher *w, struct root *r)
 	char *text = read_mountinfo();
 
 	if (text)
-		r->mounts_below = mounts_below(text, r->conf.path);
+		r->mounts_below = mounts_below(text, r);
 	free(text);
 }
 
@@ -287,7 +306,7 @@ void roots_mounts_changed(struct watcher *w)
 		}
 		if (!text)
 			continue;
-		below = mounts_below(text, r->conf.path);
+		below = mounts_below(text, r);
 		if (below != r->mounts_below) {
 			r->mounts_below = below;
 			log_debug("a mount below %s changed: crawling it again",
