@@ -35,6 +35,8 @@ struct server {
 	bool listening;              /* listener initialised: close it */
 	int reserve_fd;              /* given up to turn clients away on EMFILE */
 	bool warned_accept;          /* accept4() failed, and it was said */
+	bool paused;                 /* listener stopped: no fd to turn anyone
+				      * away with; tick resumes it */
 	uv_timer_t tick;
 	struct client *clients;      /* struct client::next, prev */
 	size_t n_clients;
@@ -491,7 +493,10 @@ static struct client *client_new(struct server *s)
 	return c;
 }
 
-/* Progress for long calls; drop clients that stopped making progress. */
+static void on_listener(uv_poll_t *h, int status, int events);
+
+/* Progress for long calls; drop clients that stopped making progress;
+ * listen again after running out of fds. */
 static void on_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
@@ -512,7 +517,11 @@ static void on_tick(uv_timer_t *t)
 			client_close(c);
 		}
 	}
-	if (!s->clients)
+	if (s->paused) {
+		s->paused = false;
+		uv_poll_start(&s->listener, UV_READABLE, on_listener);
+	}
+	if (!s->clients && !s->paused)
 		uv_timer_stop(&s->tick);
 }
 
@@ -552,13 +561,23 @@ static void turn_away(struct server *s, int err)
 
 	if (s->reserve_fd >= 0)
 		close(s->reserve_fd);
-	while ((fd = accept4(s->sock.fd, NULL, NULL, SOCK_CLOEXEC)) >= 0 ||
-	       errno == EINTR)
+	while (n < SERVER_BACKLOG &&
+	       ((fd = accept4(s->sock.fd, NULL, NULL, SOCK_CLOEXEC)) >= 0 ||
+		errno == EINTR))
 		if (fd >= 0) {
 			close(fd);
 			n++;
 		}
 	s->reserve_fd = open("/", O_PATH | O_CLOEXEC);
+	/* Not even the reserve made room (ENFILE: another process took the
+	 * fd): the waiting clients would wake us at once, again and again.
+	 * Stop listening; the tick tries again. */
+	if (n == 0) {
+		uv_poll_stop(&s->listener);
+		s->paused = true;
+		if (!uv_is_active((uv_handle_t *)&s->tick))
+			uv_timer_start(&s->tick, on_tick, TICK_MSEC, TICK_MSEC);
+	}
 	if (!s->warned_accept)
 		log_error("cannot accept a control connection: %s; %d turned "
 			  "away (close some of the daemon's files, or raise its "
@@ -637,6 +656,9 @@ static int server_listen(struct server *s)
 	s->tick.data = s;
 	s->open_handles = 1;
 	s->reserve_fd = open("/", O_PATH | O_CLOEXEC);
+	/* Both accept loops end on EAGAIN. */
+	if (fcntl(s->sock.fd, F_SETFL, fcntl(s->sock.fd, F_GETFL) | O_NONBLOCK) < 0)
+		return -errno;
 	r = uv_poll_init(s->d->loop, &s->listener, s->sock.fd);
 	if (r < 0)
 		return r;

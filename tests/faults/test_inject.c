@@ -27,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -578,6 +580,57 @@ static void accept_emfile(void **state)
 	expect_converged(h);
 }
 
+struct trace_count {
+	struct hx *h;
+	const struct tracer *t;
+	size_t over;
+};
+
+/* The tracer has written more than `over` injected failures. */
+static bool injected_over(void *arg)
+{
+	const struct trace_count *c = arg;
+
+	return ft_count(read_text(c->h, c->t->out), "(INJECTED)") > c->over;
+}
+
+/*
+ * accept4() keeps failing (EMFILE with the reserve fd no help: ENFILE, or
+ * an fd taken at once by another process): a client waits in the
+ * backlog. The daemon must not try again and again as fast as the poll
+ * wakes it, which would burn a core until the fault ends; it listens
+ * again a few times a second, and serves once the fault is gone.
+ */
+static void accept_emfile_stays(void **state)
+{
+	struct hx *h = *state;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct trace_count c = { h, NULL, 40 };
+	struct tracer t;
+	int fd;
+
+	start_one_root(h);
+	tracer_start(h, &t, "accept4", "accept4:error=EMFILE:when=1+", NULL);
+	c.t = &t;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", hx_socket_path(h));
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+		fail_msg("connect %s: %s", sa.sun_path, strerror(errno));
+	if (!hx_wait_log(h, "cannot accept a control connection", hx_ms(5000)))
+		fail_msg("the failed accept4 was not logged");
+	/* A second: a daemon that spins makes thousands of calls in it. */
+	if (hx_wait(injected_over, &c, 1000)) {
+		tracer_stop(h, &t);
+		fail_msg("accept4 was retried more than %zu times in a second",
+			 c.over);
+	}
+	fprintf(stderr, "# %zu calls failed in about a second\n",
+		tracer_stop(h, &t));
+	close(fd);
+	expect_serving(h);
+	expect_converged(h);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -608,6 +661,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(save_rename_eio, hx_setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(accept_emfile, hx_setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(accept_emfile_stays, hx_setup,
 						teardown),
 	};
 	return hx_run_group(tests, argc, argv);
