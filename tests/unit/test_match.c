@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <fnmatch.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -108,6 +110,41 @@ static void test_exclude_edges(void **state)
 	assert_false(match_exclude(dots, 1, "venv"));
 }
 
+/*
+ * match_exclude() compares a glob without special characters with
+ * strcmp(): it must say what fnmatch(3) says, for every glob and name.
+ * Names and globs are drawn from a small alphabet that has the special
+ * characters, a dot, a backslash and a byte over 0x7f.
+ */
+static void test_exclude_agrees_with_fnmatch(void **state)
+{
+	static const char alphabet[] = "ab.*?[]\\!-\xe9";
+	unsigned seed = 20261207;
+	char glob[6], name[6];
+
+	for (int round = 0; round < 200000; round++) {
+		const char *const one[] = { glob };
+		size_t gl = 1 + rand_r(&seed) % 5, nl = 1 + rand_r(&seed) % 5;
+
+		for (size_t i = 0; i < gl; i++)
+			glob[i] = alphabet[rand_r(&seed) % (sizeof(alphabet) - 1)];
+		glob[gl] = '\0';
+		/* Often the name is the glob itself, or a prefix of it. */
+		if (rand_r(&seed) % 3 == 0) {
+			memcpy(name, glob, gl + 1);
+			name[nl < gl ? nl : gl] = '\0';
+		} else {
+			for (size_t i = 0; i < nl; i++)
+				name[i] = alphabet[rand_r(&seed) %
+						   (sizeof(alphabet) - 1)];
+			name[nl] = '\0';
+		}
+		if (match_exclude(one, 1, name) != (fnmatch(glob, name, 0) == 0))
+			fail_msg("glob '%s', name '%s': fnmatch says %d", glob, name,
+				 fnmatch(glob, name, 0));
+	}
+}
+
 static void test_builtin_excludes(void **state)
 {
 	static const char *const expected[] = { ".git", ".hg", ".svn", ".tox",
@@ -133,6 +170,7 @@ int main(void)
 		cmocka_unit_test(test_bytecode_negative),
 		cmocka_unit_test(test_exclude_globs),
 		cmocka_unit_test(test_exclude_edges),
+		cmocka_unit_test(test_exclude_agrees_with_fnmatch),
 		cmocka_unit_test(test_builtin_excludes),
 	};
 
