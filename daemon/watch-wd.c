@@ -1,8 +1,8 @@
 #include "watch-wd.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/inotify.h>
 
 #include "watch-internal.h"
@@ -104,13 +104,31 @@ void watch_wd_forget(struct watcher *w, int wd)
 	set_del(&w->unwatch, wd);
 }
 
+/* "/proc/self/fd/N" without snprintf(): once per directory crawled. */
+static void proc_fd_path(char out[32], int fd)
+{
+	static const char head[] = "/proc/self/fd/";
+	char digits[12];
+	size_t n = 0;
+	unsigned v = (unsigned)fd;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	memcpy(out, head, sizeof(head) - 1);
+	for (size_t i = 0; i < n; i++)
+		out[sizeof(head) - 1 + i] = digits[n - 1 - i];
+	out[sizeof(head) - 1 + n] = '\0';
+}
+
 int watch_wd_add(struct watcher *w, int fd, uint32_t mask)
 {
 	char proc[32];
 	int wd;
 
 	/* The magic link pins the inode opened with O_NOFOLLOW (FACTS.md). */
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	proc_fd_path(proc, fd);
 	wd = inotify_add_watch(w->fd, proc, mask);
 	if (wd < 0 && errno == EEXIST && (mask & IN_MASK_CREATE) &&
 	    watch_wd_pending(&w->unwatch)) {
