@@ -46,6 +46,17 @@ bool match_bytecode_name(const char *name)
 	       (ends_with(name, len, ".pyc") || ends_with(name, len, ".pyo"));
 }
 
+bool match_builtin_exclude(const char *name)
+{
+	/* All but node_modules start with a dot: most names stop here. */
+	if (name[0] != '.' && name[0] != 'n')
+		return false;
+	for (size_t i = 0; i < match_builtin_excludes_len; i++)
+		if (!strcmp(match_builtin_excludes[i], name))
+			return true;
+	return false;
+}
+
 /*
  * Called for every directory a crawl meets, once per glob: the built-in
  * excludes are plain names, and fnmatch() costs ten times a strcmp(). A

@@ -24,4 +24,7 @@ bool match_exclude(const char *const *globs, size_t n, const char *name);
 extern const char *const match_builtin_excludes[];
 extern const size_t match_builtin_excludes_len;
 
+/* name is one of match_builtin_excludes (all plain names, no glob). */
+bool match_builtin_exclude(const char *name);
+
 #endif

@@ -188,8 +188,7 @@ bool watch_excluded(const struct watcher *w, const struct root *r,
 {
 	const struct watch_settings *s = &w->settings;
 
-	return match_exclude(match_builtin_excludes, match_builtin_excludes_len,
-			     name) ||
+	return match_builtin_exclude(name) ||
 	       match_exclude((const char *const *)s->excludes, s->n_excludes, name) ||
 	       match_exclude((const char *const *)r->conf.excludes,
 			     r->conf.n_excludes, name);

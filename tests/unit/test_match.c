@@ -161,6 +161,17 @@ static void test_builtin_excludes(void **state)
 				   match_builtin_excludes_len, "src"));
 	assert_false(match_exclude(match_builtin_excludes,
 				   match_builtin_excludes_len, PYCACHE_NAME));
+	/* The fast check says what the globs say. */
+	for (size_t i = 0; i < N_ELEMS(expected); i++)
+		assert_true(match_builtin_exclude(expected[i]));
+	static const char *const others[] = { "src", "n", ".", ".gi", ".gitx",
+					      "node_module", "nodE_modules",
+					      PYCACHE_NAME, ".venv" };
+	for (size_t i = 0; i < N_ELEMS(others); i++)
+		assert_int_equal(match_builtin_exclude(others[i]),
+				 match_exclude(match_builtin_excludes,
+					       match_builtin_excludes_len,
+					       others[i]));
 }
 
 int main(void)
