@@ -533,6 +533,43 @@ static bool relocating(const struct config *cfg)
 }
 
 /* Checked when it is named or used: a default nobody uses may sit anywhere. */
+/*
+ * An absolute path as written, made plain in place: repeated and trailing
+ * slashes dropped. False when a component is "." or "..": without the
+ * directory there to resolve it, such a name could stand for a path that
+ * a comparison with the roots would not see (a/x/../b is a/b). Then
+ * path is left as it was.
+ */
+static bool plain_path(char *path)
+{
+	char *o = path;
+
+	for (const char *s = path; *s;) {
+		const char *e = strchr(s, '/');
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+
+		if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+			return false;
+		s += n + (e != NULL);
+	}
+	for (const char *s = path; *s;) {
+		const char *e = strchr(s, '/');
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+
+		if (n) {
+			if (o == path || o[-1] != '/')
+				*o++ = '/';
+			memmove(o, s, n);
+			o += n;
+		}
+		s += n + (e != NULL);
+	}
+	if (o == path)
+		*o++ = '/';
+	*o = '\0';
+	return true;
+}
+
 static int cache_dir_resolve(struct parser *p)
 {
 	struct config *cfg = p->cfg;
@@ -559,6 +596,11 @@ static int cache_dir_resolve(struct parser *p)
 	if (real) {
 		free(cfg->cache_dir);
 		cfg->cache_dir = real;
+	} else if (!plain_path(cfg->cache_dir)) {
+		config_report(p, p->cache_dir_line, "cache_dir %s does not exist "
+			      "yet and has a '.' or '..' in it: write the path it "
+			      "is to be", cfg->cache_dir);
+		return -EINVAL;
 	}
 	cache_dir_check(p, cfg->cache_dir, p->cache_dir_line);
 	return p->n_errors ? -EINVAL : 0;

@@ -468,6 +468,15 @@ static void test_relocate_cache_dir(void **state)
 	expect_errors(fx, "[pycached]\ncache_dir = @/wide\n",
 		      ":2: cache_dir @/wide is world-writable; use a private "
 		      "directory\n");
+	/* Not there yet: its name is compared as written, so it must be
+	 * written plainly (fuzz-config found "@/x/../a/b" taken for apart
+	 * from root @/a). */
+	expect_errors(fx, "[pycached]\ncache_dir = @/nope/../a/b\n[root @/a]\n",
+		      ":2: cache_dir @/nope/../a/b does not exist yet and has a "
+		      "'.' or '..' in it: write the path it is to be\n");
+	expect_errors(fx, "[pycached]\ncache_dir = @/a//new/\n[root @/a]\n",
+		      ":2: cache_dir @/a/new is inside root @/a: choose a "
+		      "directory outside every root\n");
 	expect_errors(fx, "[pycached]\ncache_dir = rel\ncache_max_size = 5Q\n",
 		      ":2: bad value 'rel' for cache_dir: expected an absolute "
 		      "path or one under '~/'\n"
