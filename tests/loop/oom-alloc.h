@@ -1,6 +1,6 @@
 /*
  * The allocator of the out-of-memory tests (test_watch_oom.c,
- * test_server_oom.c): malloc, calloc, realloc and free replaced for the
+ * test_server_oom.c, and tests/unit/test_config.c): malloc, calloc, realloc and free replaced for the
  * whole process, libc's and the libraries' callers included, so that the
  * Nth allocation made while armed fails with ENOMEM, and blocks still
  * live are counted. Globals, because malloc has no context; one thread.

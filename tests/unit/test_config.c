@@ -20,73 +20,10 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "oom-alloc.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ALLOC_FAILURES 0  /* ASan owns malloc: it cannot be replaced */
-#else
-#define HAVE_ALLOC_FAILURES 1
-#endif
-
-#if HAVE_ALLOC_FAILURES
-/*
- * The allocator replaced for the whole process (libc's own callers included:
- * getline, realpath, strdup, fdopen, asprintf), so that one chosen allocation
- * fails and blocks still live can be counted. Globals: malloc has no context.
- */
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void __libc_free(void *p);
-
-static long alloc_countdown = -1;  /* fail when it reaches 0; -1: never */
-static long alloc_live;            /* blocks allocated and not freed */
-
-static bool alloc_fails(void)
-{
-	if (alloc_countdown < 0 || alloc_countdown-- > 0)
-		return false;
-	errno = ENOMEM;
-	return true;
-}
-
-static void *alloc_count(void *p)
-{
-	alloc_live += p != NULL;
-	return p;
-}
-
-void *malloc(size_t size)
-{
-	return alloc_fails() ? NULL : alloc_count(__libc_malloc(size));
-}
-
-void *calloc(size_t n, size_t size)
-{
-	return alloc_fails() ? NULL : alloc_count(__libc_calloc(n, size));
-}
-
-void *realloc(void *p, size_t size)
-{
-	void *q;
-
-	if (alloc_fails())
-		return NULL;
-	q = __libc_realloc(p, size);
-	if (!p)
-		alloc_count(q);
-	else if (!q && size == 0)
-		alloc_live--;  /* glibc's realloc(p, 0) frees p */
-	return q;
-}
-
-void free(void *p)
-{
-	alloc_live -= p != NULL;
-	__libc_free(p);
-}
-#endif
 
 struct fx {
 	char dir[PATH_MAX];       /* canonical */
@@ -963,15 +900,15 @@ static void test_out_of_memory(void **state)
 	setenv("HOME", fx->dir, 1);
 	write_bytes(fx->file, text, strlen(text));
 	free(text);
-	for (long n = 0; reached; n++) {
-		long live = alloc_live;
+	for (unsigned long n = 1; reached; n++) {
+		long live = oom.live;
 		struct config cfg;
 		int r;
 
-		alloc_countdown = n;
+		oom_arm(n);
 		r = config_load(&cfg, fx->file, true, NULL);
-		reached = alloc_countdown < 0;
-		alloc_countdown = -1;
+		reached = oom.failed;
+		oom_disarm();
 		if (r == 0) {
 			config_finish(&cfg);
 		} else {
@@ -979,7 +916,7 @@ static void test_out_of_memory(void **state)
 			assert_empty(&cfg);
 			failures++;
 		}
-		assert_int_equal(alloc_live, live);
+		assert_int_equal(oom.live, live);
 	}
 	print_message("%ld allocation failures gave -ENOMEM\n", failures);
 	if (failures == 0)
