@@ -532,44 +532,24 @@ static bool relocating(const struct config *cfg)
 	return false;
 }
 
-/* Checked when it is named or used: a default nobody uses may sit anywhere. */
 /*
- * An absolute path as written, made plain in place: repeated and trailing
- * slashes dropped. False when a component is "." or "..": without the
- * directory there to resolve it, such a name could stand for a path that
- * a comparison with the roots would not see (a/x/../b is a/b). Then
- * path is left as it was.
+ * A "." or ".." component in the name of a directory not there yet: it
+ * could stand for a path a comparison with the roots would not see
+ * (a/x/../b is a/b, or somewhere else when a is a symbolic link).
  */
-static bool plain_path(char *path)
+static bool has_dot_component(const char *path)
 {
-	char *o = path;
-
 	for (const char *s = path; *s;) {
-		const char *e = strchr(s, '/');
-		size_t n = e ? (size_t)(e - s) : strlen(s);
+		size_t n = strcspn(s, "/");
 
 		if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
-			return false;
-		s += n + (e != NULL);
+			return true;
+		s += n + (s[n] == '/');
 	}
-	for (const char *s = path; *s;) {
-		const char *e = strchr(s, '/');
-		size_t n = e ? (size_t)(e - s) : strlen(s);
-
-		if (n) {
-			if (o == path || o[-1] != '/')
-				*o++ = '/';
-			memmove(o, s, n);
-			o += n;
-		}
-		s += n + (e != NULL);
-	}
-	if (o == path)
-		*o++ = '/';
-	*o = '\0';
-	return true;
+	return false;
 }
 
+/* Checked when it is named or used: a default nobody uses may sit anywhere. */
 static int cache_dir_resolve(struct parser *p)
 {
 	struct config *cfg = p->cfg;
@@ -596,11 +576,18 @@ static int cache_dir_resolve(struct parser *p)
 	if (real) {
 		free(cfg->cache_dir);
 		cfg->cache_dir = real;
-	} else if (!plain_path(cfg->cache_dir)) {
+	} else if (has_dot_component(cfg->cache_dir)) {
 		config_report(p, p->cache_dir_line, "cache_dir %s does not exist "
 			      "yet and has a '.' or '..' in it: write the path it "
 			      "is to be", cfg->cache_dir);
 		return -EINVAL;
+	} else {
+		/* Compared as written: without repeated or trailing slashes. */
+		r = paths_normalize(cfg->cache_dir, &real);
+		if (r < 0)
+			return r;
+		free(cfg->cache_dir);
+		cfg->cache_dir = real;
 	}
 	cache_dir_check(p, cfg->cache_dir, p->cache_dir_line);
 	return p->n_errors ? -EINVAL : 0;
