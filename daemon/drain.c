@@ -26,8 +26,8 @@
 #include "relocate.h"
 #include "watch-fs.h"
 #include "watch-internal.h"
-#include "watch-wd.h"
 #include "watch-reap.h"
+#include "watch-wd.h"
 
 /* Quiet time before a drained cache is removed: long against the µs
  * between a writer's makedirs and open, short for a user watching. */
@@ -180,7 +180,6 @@ static struct drain *watch_cache(struct watcher *w, const struct dir *parent,
 	struct root *r = watch_root_of(parent);
 	struct drain *dr;
 	int wd;
-
 
 	if (w->n_drains >= DRAIN_MAX)
 		return find_ino(w, r->mnt_id, ino);

@@ -154,33 +154,31 @@ static char *read_mountinfo(void)
 {
 	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
 	size_t len = 0, cap = 16 * 1024;
-	char *buf = NULL, *n;
-	ssize_t got;
+	char *buf = fd < 0 ? NULL : malloc(cap + 1), *n;
+	ssize_t got = -1;
 
-	if (fd < 0)
-		return NULL;
-	for (;;) {
-		if (!(n = realloc(buf, cap + 1)))
-			break;
-		buf = n;
+	while (buf) {
 		got = read(fd, buf + len, cap - len);
 		if (got < 0 && errno == EINTR)
 			continue;
-		if (got <= 0) {
-			if (got == 0) {
-				buf[len] = '\0';
-				close(fd);
-				return buf;
-			}
+		if (got <= 0)
 			break;
-		}
 		len += (size_t)got;
-		if (len == cap)
+		if (len == cap) {
+			if (!(n = realloc(buf, 2 * cap + 1)))
+				break;
+			buf = n;
 			cap *= 2;
+		}
 	}
-	free(buf);
-	close(fd);
-	return NULL;
+	if (fd >= 0)
+		close(fd);
+	if (got != 0) {
+		free(buf);
+		return NULL;
+	}
+	buf[len] = '\0';
+	return buf;
 }
 
 /* Undo mountinfo's octal escapes (\040 for a space...) of field, in place. */
