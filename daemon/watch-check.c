@@ -226,8 +226,13 @@ static int check_roots(const struct watcher *w, char *why, size_t len)
 				    r->conf.path, r->pins, jobs);
 	}
 	for (const struct root *r = w->dead_roots; r; r = r->next)
-		if (!r->dead || r->tt.node || r->active)
+		if (!r->dead || r->tt.node || r->active || r->turn_fd >= 0)
 			return fail(why, len, "removed root %s is not dead",
+				    r->conf.path);
+	/* Checked at the end of the outermost entry, or from outside one. */
+	for (const struct root *r = w->roots; r && w->depth <= 1; r = r->next)
+		if (r->turn_fd >= 0)
+			return fail(why, len, "root %s is held open between turns",
 				    r->conf.path);
 	for (const struct drain *dr = w->drains; dr; dr = dr->next)
 		if (!root_listed(w->roots, dr->root))

@@ -140,19 +140,49 @@ static int open_below(int root_fd, const struct dir *d)
 	return fd;
 }
 
+void watch_root_let_go(struct root *r)
+{
+	if (r->turn_fd >= 0)
+		close(r->turn_fd);
+	r->turn_fd = -1;
+}
+
+/*
+ * The root's fd for the nodes below it: inside an entry, the one of this
+ * turn (*owned false); outside one, a fresh fd the caller closes.
+ */
+static int root_for_below(struct root *r, bool *owned)
+{
+	int fd;
+
+	*owned = r->w->depth == 0;
+	if (!*owned && r->turn_fd >= 0)
+		return r->turn_fd;
+	fd = watch_root_open(r);
+	if (fd >= 0 && !*owned)
+		r->turn_fd = fd;
+	return fd;
+}
+
 int watch_open_dir(const struct dir *d)
 {
 	struct root *r = watch_root_of(d);
 	uint64_t mnt_id, ino;
 	int root, fd, err;
+	bool owned;
 
 	if (!r)
 		return -ENOENT;
-	root = watch_root_open(r);
+	root = root_for_below(r, &owned);
 	if (root < 0)
 		return root;
-	fd = dir_is_top(d) ? root : open_below(root, d);
-	if (fd != root)
+	if (dir_is_top(d))
+		fd = owned ? root : fcntl(root, F_DUPFD_CLOEXEC, 0);
+	else
+		fd = open_below(root, d);
+	if (fd == -1)
+		fd = -errno;
+	if (owned && fd != root)
 		close(root);
 	if (fd < 0)
 		return fd;
@@ -205,6 +235,7 @@ void watch_post_lost(struct watcher *w, struct root *r, const char *why)
 			 why);
 	if (r->tt.node)
 		tree_kill(&w->tree, r->tt.node);
+	watch_root_let_go(r);
 	r->active = false;
 	r->want_rescan = false;
 	r->want_activate = true;

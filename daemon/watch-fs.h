@@ -30,8 +30,11 @@ int watch_open_path(const char *path, int *anchor, char *next, size_t next_len);
 /* The root, reopened from its path and checked to be the inode watched:
  * O_PATH fd, -ENOENT when inactive, -ESTALE when another inode. */
 int watch_root_open(const struct root *r);
-/* A live node, reopened below its root the same way: O_PATH fd or -errno. */
+/* A live node, reopened below its root the same way: O_PATH fd or -errno.
+ * Inside a watcher entry the root is opened once (struct root::turn_fd). */
 int watch_open_dir(const struct dir *d);
+/* Close r's fd of this turn, if any: nothing may pin a root between turns. */
+void watch_root_let_go(struct root *r);
 
 /* Is name in live node dir the directory ino, on the root's mount?
  * 1 yes, 0 no, or -errno when dir could not be reopened. */

@@ -70,6 +70,14 @@ struct root {
 	 * and the kernel then holds back IN_DELETE_SELF until it is closed.
 	 * watch_root_open() reopens it and checks the inode instead.
 	 */
+	/*
+	 * Except for one turn of the loop: the first watch_open_dir() of a
+	 * watcher entry opens and checks the root once, the nodes below it
+	 * are reached from this fd for the rest of the entry, and the
+	 * outermost watch_leave() closes it (watch_root_let_go()), as does
+	 * losing or removing the root. -1 outside an entry (watch-check.c).
+	 */
+	int turn_fd;
 	bool active;          /* found and crawled (or being crawled) */
 	uint64_t ino;
 	uint64_t mnt_id;

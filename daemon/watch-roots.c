@@ -135,6 +135,7 @@ void roots_activate(struct watcher *w, struct root *r, bool reap,
 	anchor_release(w, r);
 	if (r->tt.node && r->tt.node->ino != ino)
 		tree_kill(&w->tree, r->tt.node);
+	watch_root_let_go(r);
 	r->active = true;
 	r->ino = ino;
 	r->stats.pays_copy = r->conf.mode == MODE_RELOCATE &&
@@ -451,6 +452,7 @@ int roots_add(struct watcher *w, const struct root_conf *rc, root_ready_cb cb,
 	}
 	r->w = w;
 	r->anchor_wd = -1;
+	r->turn_fd = -1;
 	r->next = w->roots;
 	w->roots = r;
 	roots_activate(w, r, rc->sweep, cb, ud);
@@ -475,6 +477,7 @@ int roots_remove(struct watcher *w, const char *path)
 	anchor_release(w, r);
 	if (r->tt.node)
 		tree_kill(&w->tree, r->tt.node);
+	watch_root_let_go(r);
 	r->dead = true;
 	r->active = false;
 	r->next = w->dead_roots;

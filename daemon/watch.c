@@ -118,6 +118,9 @@ static void watch_leave(struct watcher *w)
 	/* Still inside: a callback that comes back in here nests. */
 	while (act_on_one(w))
 		;
+	/* No fd outlives the turn: a held fd hides a root's deletion. */
+	for (struct root *r = w->roots; r; r = r->next)
+		watch_root_let_go(r);
 #ifdef PYCACHED_CHECKS
 	{
 		char why[256];
