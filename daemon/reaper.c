@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "digits.h"
 #include "match.h"
 #include "relocate.h"
 
@@ -96,25 +97,38 @@ static int explain_open_error(int parent_fd, const char *name, int err,
 	return 0;
 }
 
+/* The cache directory as one statx() saw it. */
+struct cache_id {
+	uint32_t dev_major, dev_minor;
+	uint64_t ino;
+	mode_t mode;
+	uint64_t attributes;   /* STATX_ATTR_*, where the filesystem says */
+};
+
 /* The cache itself: ours, on the root's mount. 1 when fit to act on. */
 static int check_cache_dir(int fd, const struct reap_policy *p,
-			   struct reap_result *res, struct stat *st)
+			   struct reap_result *res, struct cache_id *id)
 {
 	struct statx stx;
 	uint64_t mnt_id;
 
-	if (fstat(fd, st) < 0 ||
-	    statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
-		  STATX_INO | STATX_MNT_ID | STATX_BTIME, &stx) < 0)
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
+		  STATX_UID | STATX_MODE | STATX_INO | STATX_MNT_ID | STATX_BTIME,
+		  &stx) < 0)
 		return -errno;
 	/* Kernels before 5.8 give no mount id: 0 then matches 0. */
 	mnt_id = (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : 0;
 	res->birth = (stx.stx_mask & STATX_BTIME) ?
 		     (uint64_t)stx.stx_btime.tv_sec * 1000000000u +
 		     stx.stx_btime.tv_nsec : 0;
-	if (st->st_uid != p->uid) {
+	id->dev_major = stx.stx_dev_major;
+	id->dev_minor = stx.stx_dev_minor;
+	id->ino = stx.stx_ino;
+	id->mode = stx.stx_mode;
+	id->attributes = stx.stx_attributes & stx.stx_attributes_mask;
+	if (stx.stx_uid != p->uid) {
 		set_reason(res, REAP_SKIPPED, "it is owned by uid %u, not by uid %u",
-			   (unsigned)st->st_uid, (unsigned)p->uid);
+			   (unsigned)stx.stx_uid, (unsigned)p->uid);
 		return 0;
 	}
 	if (mnt_id != p->mnt_id) {
@@ -137,10 +151,92 @@ static void note_foreign(struct tally *t, const char *name, mode_t mode)
 }
 
 /*
- * One pass over the cache. Only an entry that fstatat() shows to be a
- * regular file AND that has a bytecode name is counted or unlinked; the
- * d_type hint is not trusted. Returns 0 or -errno.
+ * A cache's entries, read with getdents64() into one buffer: no DIR, whose
+ * fdopendir() and rewinddir() cost three system calls. When the whole
+ * directory fits, the records stay, and with them the dry pass's verdict
+ * on each bytecode entry: the removal after the rename unlinks those
+ * names without listing the cache again.
  */
+#define LISTING_BYTES 8192
+#define LISTING_ROOM 512     /* more than one record with a 255-byte name */
+#define LISTING_KEEP 128
+
+struct listing {
+	size_t len, pos;      /* records in buf; the next one */
+	bool started;         /* the fd was read from: rewind it first */
+	bool end;             /* getdents64() said there is no more */
+	bool spilled;         /* buf was reused: the records are not all there */
+	size_t n_keep;        /* bytecode entries of a dry pass, in order */
+	struct kept {
+		uint32_t off;     /* of the record in buf */
+		uint64_t bytes;   /* its size if it had no other link, else 0 */
+	} keep[LISTING_KEEP];
+	char buf[LISTING_BYTES] __attribute__((aligned(8)));
+};
+
+/* From the start of the directory: fd must be fresh, or rewound. */
+static void listing_reset(struct listing *l)
+{
+	l->len = l->pos = l->n_keep = 0;
+	l->started = l->end = l->spilled = false;
+}
+
+/* The dry pass's verdicts, when every entry of the cache is in them. */
+static bool listing_kept(const struct listing *l)
+{
+	return l->end && !l->spilled;
+}
+
+/* The next entry but "." and "..": 1 with *out, 0 at the end, or -errno. */
+static int listing_next(struct listing *l, int fd, struct dirent64 **out)
+{
+	for (;;) {
+		while (l->pos < l->len) {
+			struct dirent64 *de = (struct dirent64 *)(l->buf + l->pos);
+
+			l->pos += de->d_reclen;
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+				*out = de;
+				return 1;
+			}
+		}
+		if (l->end)
+			return 0;
+		if (sizeof(l->buf) - l->len < LISTING_ROOM) {
+			l->len = l->pos = 0;
+			l->spilled = true;
+		}
+		ssize_t n = getdents64(fd, l->buf + l->len, sizeof(l->buf) - l->len);
+
+		l->started = true;
+		if (n < 0)
+			return -errno;
+		l->end = n == 0;
+		l->len += (size_t)n;
+	}
+}
+
+enum verdict { GONE, BYTECODE, FOREIGN };
+
+/*
+ * What the entry is. Only an entry that fstatat() shows to be a regular
+ * file AND that has a bytecode name is BYTECODE (st filled in); d_type is
+ * trusted only to keep an entry (a FOREIGN verdict, st->st_mode set), never
+ * to remove one. GONE when it vanished; -errno.
+ */
+static int judge(int fd, const struct dirent64 *de, struct stat *st)
+{
+	bool bytecode = match_bytecode_name(de->d_name);
+
+	if (de->d_type != DT_UNKNOWN && (de->d_type != DT_REG || !bytecode)) {
+		st->st_mode = DTTOIF(de->d_type);
+		return FOREIGN;
+	}
+	if (fstatat(fd, de->d_name, st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? GONE : -errno;
+	return S_ISREG(st->st_mode) && bytecode ? BYTECODE : FOREIGN;
+}
+
 static int dispose(int fd, const char *name, const struct stat *st,
 		   const struct dest *dst, struct tally *t)
 {
@@ -163,26 +259,37 @@ static int dispose(int fd, const char *name, const struct stat *st,
 	return unlinkat(fd, name, 0) < 0 ? -errno : 0;
 }
 
-static int scan_pass(DIR *dir, bool remove_files, const struct dest *dst,
-		     struct tally *t)
+static void count_file(struct tally *t, const struct stat *st)
 {
-	int fd = dirfd(dir);
-	struct dirent *de;
+	t->files++;
+	if (st->st_nlink <= 1)
+		t->bytes += (uint64_t)st->st_size;
+}
+
+/*
+ * One pass over the cache, from the start: count its bytecode and note
+ * what else it holds; with remove_files, dispose of the bytecode as it
+ * goes. A dry pass over a fresh fd keeps its verdicts in l. 0 or -errno.
+ */
+static int scan_pass(int fd, struct listing *l, bool remove_files,
+		     const struct dest *dst, struct tally *t)
+{
+	struct dirent64 *de = NULL;
 	struct stat st;
 	int r;
 
 	memset(t, 0, sizeof(*t));
-	rewinddir(dir);
-	/* readdir() says "end" and "error" apart only through errno. */
-	for (errno = 0; (de = readdir(dir)); errno = 0) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+	if (l->started && lseek(fd, 0, SEEK_SET) < 0)
+		return -errno;
+	listing_reset(l);
+	while ((r = listing_next(l, fd, &de)) > 0) {
+		int v = judge(fd, de, &st);
+
+		if (v < 0)
+			return v;
+		if (v == GONE)
 			continue;
-		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT)
-				continue;
-			return -errno;
-		}
-		if (!S_ISREG(st.st_mode) || !match_bytecode_name(de->d_name)) {
+		if (v == FOREIGN) {
 			note_foreign(t, de->d_name, st.st_mode);
 			continue;
 		}
@@ -195,11 +302,53 @@ static int scan_pass(DIR *dir, bool remove_files, const struct dest *dst,
 			}
 			return r;
 		}
-		t->files++;
-		if (st.st_nlink <= 1)
-			t->bytes += (uint64_t)st.st_size;
+		if (!remove_files && l->n_keep < LISTING_KEEP)
+			l->keep[l->n_keep++] = (struct kept){
+				.off = (uint32_t)((char *)de - l->buf),
+				.bytes = st.st_nlink <= 1 ? (uint64_t)st.st_size : 0,
+			};
+		else if (!remove_files)
+			l->spilled = true;
+		count_file(t, &st);
 	}
-	return errno ? -errno : 0;
+	return r;
+}
+
+/*
+ * The removing pass; t is the dry pass's tally. Deleting, after a dry pass
+ * that saw the whole cache:
+ * the names it judged bytecode are unlinked as they are. A name swapped
+ * since for a directory fails (unlinkat() without AT_REMOVEDIR); anything
+ * that arrived since stays until rmdir() says the cache is not empty, and
+ * the next pass lists it. Else a full pass.
+ */
+static int remove_pass(int fd, struct listing *l, const struct dest *dst,
+		       struct tally *t)
+{
+	if (dst->fd >= 0 || !listing_kept(l))
+		return scan_pass(fd, l, true, dst, t);
+	/* What else the dry pass noted in t is still there. */
+	t->files = 0;
+	t->bytes = 0;
+	for (size_t i = 0; i < l->n_keep; i++) {
+		const struct dirent64 *de =
+			(const struct dirent64 *)(l->buf + l->keep[i].off);
+
+		if (unlinkat(fd, de->d_name, 0) < 0) {
+			if (errno == ENOENT)
+				continue;
+			if (errno != EISDIR)
+				return -errno;
+			/* A directory by that name since: it stays. */
+			note_foreign(t, de->d_name, S_IFDIR);
+			continue;
+		}
+		t->files++;
+		t->bytes += l->keep[i].bytes;
+	}
+	/* Used once: a next pass lists the cache again. */
+	l->spilled = true;
+	return 0;
 }
 
 static void add_tally(struct reap_result *res, const struct tally *t)
@@ -217,6 +366,18 @@ static void skip_foreign(struct reap_result *res, const struct tally *t)
 	set_reason(res, REAP_SKIPPED, "it contains %s", t->first_foreign);
 }
 
+static void skip_read_only(struct reap_result *res)
+{
+	set_reason(res, REAP_SKIPPED, "%s", "it, or the directory holding it, "
+		   "is read-only");
+}
+
+/* What a refused write says: the cache or its parent cannot be changed. */
+static bool read_only_error(int err)
+{
+	return err == EACCES || err == EPERM || err == EROFS;
+}
+
 /* Put the cache back under its own name; say where it is if we cannot. */
 static void restore(int parent_fd, const char *tmp, const char *name,
 		    struct reap_result *res)
@@ -230,13 +391,14 @@ static void restore(int parent_fd, const char *tmp, const char *name,
 		 " (kept as %s)", tmp);
 }
 
-static bool same_inode(int parent_fd, const char *name, const struct stat *want)
+static bool same_inode(int parent_fd, const char *name, const struct cache_id *id)
 {
-	struct stat st;
+	struct statx stx;
 
-	if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (statx(parent_fd, name, AT_SYMLINK_NOFOLLOW, STATX_INO, &stx) < 0)
 		return false;
-	return st.st_dev == want->st_dev && st.st_ino == want->st_ino;
+	return stx.stx_dev_major == id->dev_major &&
+	       stx.stx_dev_minor == id->dev_minor && stx.stx_ino == id->ino;
 }
 
 /*
@@ -244,14 +406,15 @@ static bool same_inode(int parent_fd, const char *name, const struct stat *want)
  * name. A writer that resolved the old path before the rename may still land
  * a file: list again until rmdir succeeds. rmdir cannot lose data.
  */
-static int empty_and_remove(DIR *dir, int parent_fd, const char *tmp,
-			    const char *name, const struct dest *dst,
-			    struct reap_result *res)
+static int empty_and_remove(int fd, struct listing *l, int parent_fd,
+			    const char *tmp, const char *name,
+			    const struct dest *dst, struct reap_result *res)
 {
 	struct tally t;
 
+	memset(&t, 0, sizeof(t));   /* the dry pass found nothing foreign */
 	for (int i = 0; i < EVICT_TRIES; i++) {
-		int r = scan_pass(dir, true, dst, &t);
+		int r = remove_pass(fd, l, dst, &t);
 
 		add_tally(res, &t);
 		if (r == 0 && t.foreign) {
@@ -278,35 +441,53 @@ static int empty_and_remove(DIR *dir, int parent_fd, const char *tmp,
 	return 0;
 }
 
+/* The temporary names' pid, read once: getpid() is a system call. */
+static uint64_t own_pid(void)
+{
+	static uint64_t pid;
+
+	if (!pid)
+		pid = (uint64_t)getpid();
+	return pid;
+}
+
 /*
  * Rename the cache out of the writers' way first: a CPython writer that
  * opens "pkg/__pycache__/m.pyc.<id>" after this gets ENOENT, which import
  * ignores, instead of refilling a directory we are emptying (FACTS.md).
+ * A parent we may not change refuses the rename: nothing moved.
  */
-static int evict(DIR *dir, int parent_fd, const char *name,
-		 const struct stat *st, const struct dest *dst,
+static int evict(int fd, struct listing *l, int parent_fd, const char *name,
+		 const struct cache_id *id, const struct dest *dst,
 		 struct reap_result *res)
 {
-	char tmp[80];
+	char tmp[sizeof(REAPER_TMP_PREFIX) + 42], *end;
 	struct timespec ts;
 
+	/* REAPER_TMP_PREFIX "<pid>-<ns>" (reaper_is_leftover()) */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	snprintf(tmp, sizeof(tmp), REAPER_TMP_PREFIX "%ld-%ld",
-		 (long)getpid(), (long)ts.tv_nsec);
+	memcpy(tmp, REAPER_TMP_PREFIX, sizeof(REAPER_TMP_PREFIX) - 1);
+	end = put_decimal(tmp + sizeof(REAPER_TMP_PREFIX) - 1, own_pid());
+	*end++ = '-';
+	*put_decimal(end, (uint64_t)ts.tv_nsec) = '\0';
 	if (renameat2(parent_fd, name, parent_fd, tmp, RENAME_NOREPLACE) < 0) {
 		if (errno == ENOENT) {
 			res->outcome = REAP_GONE;
 			return 0;
 		}
+		if (read_only_error(errno)) {
+			skip_read_only(res);
+			return 0;
+		}
 		return -errno;
 	}
 	/* Someone may have swapped the name between our open and the rename. */
-	if (!same_inode(parent_fd, tmp, st)) {
+	if (!same_inode(parent_fd, tmp, id)) {
 		set_reason(res, REAP_SKIPPED, "%s", "it was replaced while being removed");
 		restore(parent_fd, tmp, name, res);
 		return 0;
 	}
-	return empty_and_remove(dir, parent_fd, tmp, name, dst, res);
+	return empty_and_remove(fd, l, parent_fd, tmp, name, dst, res);
 }
 
 bool reaper_is_leftover(const char *name)
@@ -331,11 +512,20 @@ static bool avoided(const struct reap_policy *p, const struct reap_result *res)
 
 /*
  * Renaming a cache we then cannot empty would only rename it back, and
- * that rename is a new event for the same cache: refuse up front.
+ * that rename is a new event for the same cache: refuse up front. The
+ * cache is the user's (checked): its owner's write bit says it, unless a
+ * flag forbids changes; without the bit, only the kernel can say (root).
  */
 static bool writable(int fd)
 {
 	return faccessat(fd, ".", W_OK, AT_EACCESS) == 0;
+}
+
+static bool cache_writable(int fd, const struct cache_id *id)
+{
+	if (id->attributes & (STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND))
+		return false;
+	return (id->mode & S_IWUSR) || writable(fd);
 }
 
 /* The prefix directory to relocate into, or -1 to delete. */
@@ -351,21 +541,39 @@ static int open_destination(const struct reap_policy *p, struct reap_result *res
 	return fd;
 }
 
-static void skip_read_only(struct reap_result *res)
+/*
+ * Nothing in it, as far as the dry pass saw: rmdir() alone removes it, and
+ * fails if a writer got a file in meanwhile (ENOTEMPTY: the caller goes
+ * the long way). 1 when done (res says how), 0 to go on, or -errno.
+ */
+static int remove_empty(int parent_fd, const char *name, struct reap_result *res)
 {
-	set_reason(res, REAP_SKIPPED, "%s", "it, or the directory holding it, "
-		   "is read-only");
+	if (unlinkat(parent_fd, name, AT_REMOVEDIR) == 0) {
+		res->outcome = REAP_REMOVED;
+		return 1;
+	}
+	if (errno == ENOENT) {
+		res->outcome = REAP_GONE;
+		return 1;
+	}
+	if (read_only_error(errno)) {
+		skip_read_only(res);
+		return 1;
+	}
+	return errno == ENOTEMPTY || errno == EEXIST ? 0 : -errno;
 }
 
-static int reap_dir(DIR *dir, int parent_fd, const char *name,
-		    const struct reap_policy *p, const struct stat *st,
+static int reap_dir(int fd, int parent_fd, const char *name,
+		    const struct reap_policy *p, const struct cache_id *id,
 		    struct reap_result *res)
 {
 	struct dest dst = { .fd = -1, .source_fd = parent_fd, .uid = p->uid };
+	struct listing l;
 	struct tally t;
 	int r;
 
-	r = scan_pass(dir, false, &dst, &t);
+	listing_reset(&l);
+	r = scan_pass(fd, &l, false, &dst, &t);
 	if (r < 0)
 		return r;
 	if (p->observe) {
@@ -376,18 +584,29 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
 			res->outcome = REAP_WOULD_REMOVE;
 		return 0;
 	}
-	if (!writable(dirfd(dir)) || !writable(parent_fd)) {
+	if (!t.foreign && !t.files && listing_kept(&l)) {
+		r = remove_empty(parent_fd, name, res);
+		if (r != 0)
+			return r < 0 ? r : 0;
+		l.spilled = true;   /* filled since: list it again */
+	}
+	if (!cache_writable(fd, id)) {
 		skip_read_only(res);
 		return 0;
 	}
 	dst.fd = open_destination(p, res);
 	if (t.foreign) {
 		/* The directory stays for its foreign content; bytecode goes. */
-		r = scan_pass(dir, true, &dst, &t);
+		r = remove_pass(fd, &l, &dst, &t);
 		add_tally(res, &t);
-		skip_foreign(res, &t);
+		if (r < 0 && read_only_error(-r)) {
+			skip_read_only(res);
+			r = 0;
+		} else {
+			skip_foreign(res, &t);
+		}
 	} else {
-		r = evict(dir, parent_fd, name, st, &dst, res);
+		r = evict(fd, &l, parent_fd, name, id, &dst, res);
 	}
 	if (dst.fd >= 0)
 		close(dst.fd);
@@ -398,7 +617,7 @@ static int reap_dir(DIR *dir, int parent_fd, const char *name,
  * set, 0 with *fd = -1 and res saying why not, or -errno. */
 static int open_cache(int parent_fd, const char *name,
 		      const struct reap_policy *p, struct reap_result *res,
-		      struct stat *st, int *fd)
+		      struct cache_id *id, int *fd)
 {
 	int r;
 
@@ -407,9 +626,9 @@ static int open_cache(int parent_fd, const char *name,
 		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (*fd < 0)
 		return explain_open_error(parent_fd, name, errno, res);
-	r = check_cache_dir(*fd, p, res, st);
+	r = check_cache_dir(*fd, p, res, id);
 	if (r > 0)
-		res->ino = st->st_ino;
+		res->ino = id->ino;
 	if (r > 0 && avoided(p, res)) {
 		res->outcome = REAP_AVOIDED;
 		r = 0;
@@ -424,31 +643,24 @@ static int open_cache(int parent_fd, const char *name,
 int reaper_reap(int parent_fd, const char *name, const struct reap_policy *p,
 		struct reap_result *res)
 {
-	struct stat st;
-	DIR *dir;
+	struct cache_id id;
 	int fd, r;
 
-	r = open_cache(parent_fd, name, p, res, &st, &fd);
+	r = open_cache(parent_fd, name, p, res, &id, &fd);
 	if (fd < 0)
 		return r;
-	dir = fdopendir(fd);
-	if (!dir) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	r = reap_dir(dir, parent_fd, name, p, &st, res);
-	closedir(dir);
+	r = reap_dir(fd, parent_fd, name, p, &id, res);
+	close(fd);
 	return r;
 }
 
 int reaper_open(int parent_fd, const char *name, const struct reap_policy *p,
 		struct reap_result *res, int *fd)
 {
-	struct stat st;
-	int r = open_cache(parent_fd, name, p, res, &st, fd);
+	struct cache_id id;
+	int r = open_cache(parent_fd, name, p, res, &id, fd);
 
-	if (*fd >= 0 && (!writable(*fd) || !writable(parent_fd))) {
+	if (*fd >= 0 && (!cache_writable(*fd, &id) || !writable(parent_fd))) {
 		skip_read_only(res);
 		close(*fd);
 		*fd = -1;

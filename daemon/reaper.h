@@ -5,6 +5,14 @@
  * root's mount; everything else stays and is reported. Every action goes
  * through directory fds: no path strings, no recursion. Any thread; no
  * logging (the caller reports the result).
+ *
+ * The cache is listed once before it is renamed out of the writers' way,
+ * each bytecode entry checked with fstatat() then, and unlinked by that
+ * name after the rename (a second listing only when rmdir() finds more).
+ * No call unlinks "this inode only": a name swapped in between for a
+ * directory fails the unlink and stays (the cache is put back); one
+ * swapped for a symlink, FIFO, socket or device node would be unlinked,
+ * which loses no data and follows nothing. The window lasts one rename.
  */
 #ifndef PYCACHED_REAPER_H
 #define PYCACHED_REAPER_H

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 
+#include "digits.h"
 #include "watch-internal.h"
 
 /* --- the set of wds still to give back: open addressing ------------------- */
@@ -108,18 +109,9 @@ void watch_wd_forget(struct watcher *w, int wd)
 static void proc_fd_path(char out[32], int fd)
 {
 	static const char head[] = "/proc/self/fd/";
-	char digits[12];
-	size_t n = 0;
-	unsigned v = (unsigned)fd;
 
-	do {
-		digits[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
 	memcpy(out, head, sizeof(head) - 1);
-	for (size_t i = 0; i < n; i++)
-		out[sizeof(head) - 1 + i] = digits[n - 1 - i];
-	out[sizeof(head) - 1 + n] = '\0';
+	*put_decimal(out + sizeof(head) - 1, (unsigned)fd) = '\0';
 }
 
 int watch_wd_add(struct watcher *w, int fd, uint32_t mask)

@@ -11,8 +11,10 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,6 +50,31 @@ int __wrap_fstatat64(int fd, const char *name, struct stat64 *st, int flags)
 		unlinkat(fd, name, 0);
 	}
 	return __real_fstatat64(fd, name, st, flags);
+}
+
+/*
+ * A second hook (-Wl,--wrap=getdents64): when at_end is set, it runs once,
+ * the first time a listing reaches its end, with the fd being listed: what
+ * a writer does between the reaper's dry pass and its rename, or between
+ * the listing of an empty cache and its rmdir().
+ */
+static void (*at_end)(int cache_fd);
+static unsigned at_end_ran;
+
+ssize_t __real_getdents64(int fd, void *buf, size_t len);
+ssize_t __wrap_getdents64(int fd, void *buf, size_t len);
+
+ssize_t __wrap_getdents64(int fd, void *buf, size_t len)
+{
+	ssize_t n = __real_getdents64(fd, buf, len);
+	void (*fn)(int) = at_end;
+
+	if (n == 0 && fn) {
+		at_end = NULL;
+		at_end_ran++;
+		fn(fd);
+	}
+	return n;
 }
 
 struct rfx {
@@ -563,6 +590,147 @@ static void test_entry_vanishing_mid_scan_is_not_an_error(void **state)
 	assert_false(lt_exists("%s/__pycache__", f->base));
 }
 
+/* --- what changes between the reaper's listing and its action ---------- */
+
+static void put_notes(int cache_fd)
+{
+	int fd = openat(cache_fd, "notes.txt", O_WRONLY | O_CREAT | O_EXCL |
+			O_CLOEXEC, 0644);
+
+	if (fd >= 0) {
+		if (write(fd, "keep\n", 5) != 5)
+			abort();
+		close(fd);
+	}
+}
+
+static void pyc_becomes_directory(int cache_fd)
+{
+	int fd;
+
+	if (unlinkat(cache_fd, "m.cpython-311.pyc", 0) < 0 ||
+	    mkdirat(cache_fd, "m.cpython-311.pyc", 0755) < 0)
+		abort();
+	fd = openat(cache_fd, "m.cpython-311.pyc/data", O_WRONLY | O_CREAT |
+		    O_CLOEXEC, 0644);
+	if (fd < 0 || write(fd, "keep\n", 5) != 5)
+		abort();
+	close(fd);
+}
+
+/* The name the cache has while it is emptied, seen from its parent. */
+static int hook_parent_fd = -1;
+static char seen_tmp[NAME_MAX + 1];
+
+static void record_tmp(int cache_fd)
+{
+	int fd = dup(hook_parent_fd);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	(void)cache_fd;
+	while (dir && (de = readdir(dir)))
+		if (!strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)))
+			snprintf(seen_tmp, sizeof(seen_tmp), "%s", de->d_name);
+	if (dir)
+		closedir(dir);
+}
+
+/* After the dry pass: a foreign file makes the reaper list again, after
+ * its rename, and the next hook sees the name it renamed to. */
+static void notes_then_record(int cache_fd)
+{
+	put_notes(cache_fd);
+	at_end = record_tmp;
+}
+
+static void arm(void (*fn)(int))
+{
+	at_end = fn;
+	at_end_ran = 0;
+}
+
+static void check_ran(void)
+{
+	if (!at_end_ran)
+		fail_msg("the getdents64 hook never ran: is the --wrap link flag gone?");
+	at_end = NULL;
+}
+
+/* Empty when listed: one rmdir() takes it, and nothing else is touched. */
+static void test_empty_cache_removed(void **state)
+{
+	struct rfx *f = *state;
+
+	assert_int_equal(mkdirat(f->pfd, "__pycache__", 0755), 0);
+	must(lt_put("print(1)\n", "%s/mod.py", f->base));
+	assert_int_equal(reap(f), 0);
+	expect(f, REAP_REMOVED, NULL);
+	assert_int_equal(f->res.files, 0);
+	assert_false(lt_exists("%s/__pycache__", f->base));
+	assert_true(lt_file_is("print(1)\n", "%s/mod.py", f->base));
+}
+
+/* Empty when listed, a foreign file before the rmdir(): it stays, in place. */
+static void test_file_lands_in_empty_cache_after_listing(void **state)
+{
+	struct rfx *f = *state;
+
+	assert_int_equal(mkdirat(f->pfd, "__pycache__", 0755), 0);
+	arm(put_notes);
+	assert_int_equal(reap(f), 0);
+	check_ran();
+	expect(f, REAP_SKIPPED, "notes.txt");
+	assert_true(lt_file_is("keep\n", "%s/__pycache__/notes.txt", f->base));
+}
+
+/* Bytecode when listed, a foreign file before the rename: after it, the
+ * bytecode is gone and the file is back under the cache's own name. */
+static void test_file_lands_after_dry_pass(void **state)
+{
+	struct rfx *f = *state;
+
+	must(lt_cache("m", "%s", f->base));
+	arm(put_notes);
+	assert_int_equal(reap(f), 0);
+	check_ran();
+	expect(f, REAP_SKIPPED, "notes.txt");
+	assert_true(lt_file_is("keep\n", "%s/__pycache__/notes.txt", f->base));
+	assert_false(lt_exists("%s/__pycache__/m.cpython-311.pyc", f->base));
+}
+
+/* A daemon killed mid-reap leaves the temporary name: one it knows again. */
+static void test_temporary_name_is_a_leftover(void **state)
+{
+	struct rfx *f = *state;
+
+	must(lt_cache("m", "%s", f->base));
+	hook_parent_fd = f->pfd;
+	seen_tmp[0] = '\0';
+	arm(notes_then_record);
+	assert_int_equal(reap(f), 0);
+	check_ran();
+	expect(f, REAP_SKIPPED, "notes.txt");
+	if (!seen_tmp[0])
+		fail_msg("no '%s*' name seen while the cache was emptied", TMP_PREFIX);
+	print_message("temporary name: %s\n", seen_tmp);
+	assert_true(reaper_is_leftover(seen_tmp));
+}
+
+/* A name judged bytecode is a directory by the time it is unlinked. */
+static void test_bytecode_name_becomes_directory(void **state)
+{
+	struct rfx *f = *state;
+
+	must(lt_cache("m", "%s", f->base));
+	arm(pyc_becomes_directory);
+	assert_int_equal(reap(f), 0);
+	check_ran();
+	expect(f, REAP_SKIPPED, "directory");
+	assert_true(lt_file_is("keep\n", "%s/__pycache__/m.cpython-311.pyc/data",
+			       f->base));
+}
+
 /* --- a CPython-style writer racing the reaper ---------------------------- */
 
 #define RACE_MODULES 8
@@ -729,6 +897,11 @@ int main(void)
 		T(test_two_thousand_files),
 		T(test_siblings_untouched),
 		T(test_entry_vanishing_mid_scan_is_not_an_error),
+		T(test_empty_cache_removed),
+		T(test_file_lands_in_empty_cache_after_listing),
+		T(test_file_lands_after_dry_pass),
+		T(test_bytecode_name_becomes_directory),
+		T(test_temporary_name_is_a_leftover),
 		T(test_race_with_cpython_writer),
 	};
 
