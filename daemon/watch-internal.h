@@ -112,8 +112,8 @@ struct root {
 #define HOT_MAX 16
 	struct hot_slot {
 		uint64_t ino;
-		uint64_t count;
-		char *path;
+		uint64_t count;       /* removals there; 0: a free slot */
+		char *path;           /* owned; built at the second (watch-reap.c) */
 	} hot[HOT_MAX];
 };
 

@@ -12,22 +12,31 @@
 #include "watch-fs.h"
 #include "watch-internal.h"
 
+/*
+ * Count a removal in parent. Only directories with two or more are shown
+ * (root_hot_dirs()), so the path is built at the second: a burst over
+ * distinct directories builds none.
+ */
 static void hot_note(struct root *r, const struct dir *parent)
 {
 	struct hot_slot *min = &r->hot[0];
 
 	for (size_t i = 0; i < HOT_MAX; i++) {
-		if (r->hot[i].path && r->hot[i].ino == parent->ino) {
-			r->hot[i].count++;
+		struct hot_slot *h = &r->hot[i];
+
+		if (h->count && h->ino == parent->ino) {
+			if (!h->path)
+				h->path = tree_path(parent, r->conf.path, NULL);
+			h->count++;
 			return;
 		}
-		if (r->hot[i].count < min->count)
-			min = &r->hot[i];
+		if (h->count < min->count)
+			min = h;
 	}
 	free(min->path);
-	min->path = tree_path(parent, r->conf.path, NULL);
+	min->path = NULL;
 	min->ino = parent->ino;
-	min->count = min->path ? 1 : 0;
+	min->count = 1;
 }
 
 static void account(struct root *r, const struct dir *parent, const char *path,
