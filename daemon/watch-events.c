@@ -154,8 +154,16 @@ static bool follow(struct watcher *w, struct dir *node, struct dir *q,
 	}
 	err = tree_move(&w->tree, node, q, name, &clash);
 	if (err == -EEXIST) {
+		/*
+		 * A crawl met the name first. Its node may be another of node's
+		 * own inode (one whose watch could not be added) that took
+		 * node's children when it listed them: they die with it, so
+		 * node is listed again once the events are read.
+		 */
 		tree_kill(&w->tree, clash);
 		err = tree_move(&w->tree, node, q, name, &clash);
+		if (err == 0)
+			watch_post_recrawl(w, node);
 	}
 	if (err < 0)
 		tree_kill(&w->tree, node);

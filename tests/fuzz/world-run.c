@@ -50,8 +50,11 @@ static void make_base(struct world *wd)
 	free(real);
 	snprintf(leftover.base, sizeof(leftover.base), "%s", wd->base);
 	atexit(world_remove_scratch);
-	/* Findings are aborts; the daemon's own lines would drown them. */
-	log_set_level(LOG_LEVEL_ERROR);
+	/* Findings are aborts; the daemon's own lines would drown them,
+	 * unless asked for (PYCACHED_FUZZ_TRACE=debug) to explain one. */
+	log_set_level(getenv("PYCACHED_FUZZ_TRACE") &&
+		      !strcmp(getenv("PYCACHED_FUZZ_TRACE"), "debug") ?
+		      LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
 }
 
 static char *snap_buf;
