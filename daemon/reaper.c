@@ -209,6 +209,13 @@ static int listing_next(struct listing *l, int fd, struct dirent64 **out)
 		ssize_t n = getdents64(fd, l->buf + l->len, sizeof(l->buf) - l->len);
 
 		l->started = true;
+		/* A record longer than LISTING_ROOM (FUSE allows 1,024-byte
+		 * names): the whole buffer, once. */
+		if (n < 0 && errno == EINVAL && l->len) {
+			l->len = l->pos = 0;
+			l->spilled = true;
+			continue;
+		}
 		if (n < 0)
 			return -errno;
 		l->end = n == 0;
@@ -253,8 +260,12 @@ static int dispose(int fd, const char *name, const struct stat *st,
 		/* Not the file we checked: it is put back, never unlinked. */
 		if (r == -ESTALE)
 			return -ESTALE;
-		/* Bytecode is only ever a cache: when it cannot move, it goes. */
+		/* Bytecode is only ever a cache: when it cannot move, it goes,
+		 * and only then is it said to have gone instead. */
+		if (unlinkat(fd, name, 0) < 0)
+			return -errno;
 		t->relocate_error = r;
+		return 0;
 	}
 	return unlinkat(fd, name, 0) < 0 ? -errno : 0;
 }
@@ -441,6 +452,19 @@ static int empty_and_remove(int fd, struct listing *l, int parent_fd,
 	return 0;
 }
 
+/* The prefix directory to relocate into, or -1 to delete. */
+static int open_destination(const struct reap_policy *p, struct reap_result *res)
+{
+	int fd;
+
+	if (p->prefix_fd < 0 || !p->src_dir)
+		return -1;
+	fd = relocate_open_dir(p->prefix_fd, p->src_dir);
+	if (fd < 0)
+		res->relocate_error = fd;
+	return fd;
+}
+
 /* The temporary names' pid, read once: getpid() is a system call. */
 static uint64_t own_pid(void)
 {
@@ -458,8 +482,8 @@ static uint64_t own_pid(void)
  * A parent we may not change refuses the rename: nothing moved.
  */
 static int evict(int fd, struct listing *l, int parent_fd, const char *name,
-		 const struct cache_id *id, const struct dest *dst,
-		 struct reap_result *res)
+		 const struct cache_id *id, const struct reap_policy *p,
+		 struct dest *dst, struct reap_result *res)
 {
 	char tmp[sizeof(REAPER_TMP_PREFIX) + 42], *end;
 	struct timespec ts;
@@ -487,6 +511,8 @@ static int evict(int fd, struct listing *l, int parent_fd, const char *name,
 		restore(parent_fd, tmp, name, res);
 		return 0;
 	}
+	/* Only now, when the bytecode is sure to go: it may make directories. */
+	dst->fd = open_destination(p, res);
 	return empty_and_remove(fd, l, parent_fd, tmp, name, dst, res);
 }
 
@@ -528,26 +554,21 @@ static bool cache_writable(int fd, const struct cache_id *id)
 	return (id->mode & S_IWUSR) || writable(fd);
 }
 
-/* The prefix directory to relocate into, or -1 to delete. */
-static int open_destination(const struct reap_policy *p, struct reap_result *res)
-{
-	int fd;
-
-	if (p->prefix_fd < 0 || !p->src_dir)
-		return -1;
-	fd = relocate_open_dir(p->prefix_fd, p->src_dir);
-	if (fd < 0)
-		res->relocate_error = fd;
-	return fd;
-}
 
 /*
  * Nothing in it, as far as the dry pass saw: rmdir() alone removes it, and
  * fails if a writer got a file in meanwhile (ENOTEMPTY: the caller goes
- * the long way). 1 when done (res says how), 0 to go on, or -errno.
+ * the long way). The name must still hold the directory checked: rmdir()
+ * by name cannot say which directory it takes. 1 when done (res says
+ * how), 0 to go on, or -errno.
  */
-static int remove_empty(int parent_fd, const char *name, struct reap_result *res)
+static int remove_empty(int parent_fd, const char *name,
+			const struct cache_id *id, struct reap_result *res)
 {
+	if (!same_inode(parent_fd, name, id)) {
+		res->outcome = REAP_GONE;   /* replaced: its own event follows */
+		return 1;
+	}
 	if (unlinkat(parent_fd, name, AT_REMOVEDIR) == 0) {
 		res->outcome = REAP_REMOVED;
 		return 1;
@@ -584,19 +605,25 @@ static int reap_dir(int fd, int parent_fd, const char *name,
 			res->outcome = REAP_WOULD_REMOVE;
 		return 0;
 	}
-	if (!t.foreign && !t.files && listing_kept(&l)) {
-		r = remove_empty(parent_fd, name, res);
-		if (r != 0)
-			return r < 0 ? r : 0;
-		l.spilled = true;   /* filled since: list it again */
-	}
 	if (!cache_writable(fd, id)) {
 		skip_read_only(res);
 		return 0;
 	}
-	dst.fd = open_destination(p, res);
+	if (!t.foreign && !t.files && listing_kept(&l)) {
+		r = remove_empty(parent_fd, name, id, res);
+		if (r != 0)
+			return r < 0 ? r : 0;
+		l.spilled = true;   /* filled since: list it again */
+	}
+	/* Emptied in place, never renamed: only the kernel knows if it may
+	 * be (a read-only mount keeps the owner's write bit). */
+	if (t.foreign && !writable(fd)) {
+		skip_read_only(res);
+		return 0;
+	}
 	if (t.foreign) {
 		/* The directory stays for its foreign content; bytecode goes. */
+		dst.fd = open_destination(p, res);
 		r = remove_pass(fd, &l, &dst, &t);
 		add_tally(res, &t);
 		if (r < 0 && read_only_error(-r)) {
@@ -606,7 +633,7 @@ static int reap_dir(int fd, int parent_fd, const char *name,
 			skip_foreign(res, &t);
 		}
 	} else {
-		r = evict(fd, &l, parent_fd, name, id, &dst, res);
+		r = evict(fd, &l, parent_fd, name, id, p, &dst, res);
 	}
 	if (dst.fd >= 0)
 		close(dst.fd);

@@ -12,7 +12,9 @@
  * No call unlinks "this inode only": a name swapped in between for a
  * directory fails the unlink and stays (the cache is put back); one
  * swapped for a symlink, FIFO, socket or device node would be unlinked,
- * which loses no data and follows nothing. The window lasts one rename.
+ * which loses no data and follows nothing. The window runs from the
+ * listing to the unlink: one rename usually; the rest of the pass in a
+ * cache emptied in place because it holds foreign entries.
  */
 #ifndef PYCACHED_REAPER_H
 #define PYCACHED_REAPER_H

@@ -76,6 +76,9 @@ struct root {
 	 * are reached from this fd for the rest of the entry, and the
 	 * outermost watch_leave() closes it (watch_root_let_go()), as does
 	 * losing or removing the root. -1 outside an entry (watch-check.c).
+	 * A root renamed away mid-entry is still reached through this fd
+	 * until its IN_MOVE_SELF is read: only events queued before that,
+	 * and every node's inode is still checked below it.
 	 */
 	int turn_fd;
 	bool active;          /* found and crawled (or being crawled) */

@@ -452,6 +452,103 @@ static void test_read_only_cache_not_renamed(void **state)
 	assert_int_equal(r, 0);
 }
 
+/* The same for an empty cache, which the reaper would otherwise rmdir(). */
+static int empty_read_only_child(void *ud)
+{
+	struct rfx *f = ud;
+	struct stat before, after;
+
+	if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+		return 77;
+	f->pol.uid = 65534;
+	if (fstatat(f->pfd, "__pycache__", &before, 0) < 0)
+		return 2;
+	if (reap(f) != 0 || f->res.outcome != REAP_SKIPPED ||
+	    !strstr(f->res.reason, "read-only")) {
+		fprintf(stderr, "empty read-only cache: outcome %s reason '%s'\n",
+			outcome_name(f->res.outcome), f->res.reason);
+		return 1;
+	}
+	if (fstatat(f->pfd, "__pycache__", &after, 0) < 0 ||
+	    after.st_ino != before.st_ino)
+		return 1;
+	return 0;
+}
+
+static void test_empty_read_only_cache_kept(void **state)
+{
+	struct rfx *f = *state;
+	int r;
+
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(mkdirat(f->pfd, "__pycache__", 0555), 0);
+	assert_int_equal(fchownat(f->pfd, "", 65534, 65534, AT_EMPTY_PATH), 0);
+	assert_int_equal(fchownat(f->pfd, "__pycache__", 65534, 65534, 0), 0);
+	r = lt_run_child(empty_read_only_child, f, lt_ms(20000));
+	if (r == 77)
+		skip();
+	assert_int_equal(r, 0);
+}
+
+/*
+ * Relocating, on a read-only mount, a cache with foreign content: the
+ * owner's write bit is set, yet nothing may be changed. Skipped before
+ * any bytecode is copied into a prefix on another filesystem.
+ */
+static int read_only_mount_child(void *ud)
+{
+	struct rfx *f = ud;
+	char prefix[] = "/tmp/pycached-ro-prefix.XXXXXX";
+	uint64_t ino;
+	int r, copied;
+
+	if (!mkdtemp(prefix))
+		return 2;
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", prefix, "tmpfs", 0, "mode=0755") < 0 ||
+	    mount(f->base, f->base, NULL, MS_BIND, NULL) < 0 ||
+	    mount(NULL, f->base, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0) {
+		rmdir(prefix);
+		return 77;
+	}
+	close(f->pfd);
+	f->pfd = open(f->base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (f->pfd < 0 || reaper_fd_identity(f->pfd, &f->pol.mnt_id, &ino) < 0)
+		return 2;
+	f->pol.prefix_fd = open(prefix, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	f->pol.src_dir = f->base;
+	if (f->pol.prefix_fd < 0)
+		return 2;
+	r = reap(f);
+	copied = lt_count_pyc(prefix);
+	if (r != 0 || f->res.outcome != REAP_SKIPPED ||
+	    !strstr(f->res.reason, "read-only") || f->res.relocate_error ||
+	    copied || !lt_exists("%s/__pycache__/m.cpython-311.pyc", f->base) ||
+	    !lt_file_is("keep me\n", "%s/__pycache__/notes.txt", f->base)) {
+		fprintf(stderr, "read-only mount: r=%d outcome %s reason '%s' "
+			"relocate_error %d, %d copied\n", r,
+			outcome_name(f->res.outcome), f->res.reason,
+			f->res.relocate_error, copied);
+		return 1;
+	}
+	return 0;
+}
+
+static void test_read_only_mount_relocating_foreign_cache(void **state)
+{
+	struct rfx *f = *state;
+	int r;
+
+	must(lt_put("keep me\n", "%s/__pycache__/notes.txt", f->base));
+	must(lt_cache("m", "%s", f->base));
+	r = lt_run_child(read_only_mount_child, f, lt_ms(20000));
+	if (r == 77)
+		skip();
+	assert_int_equal(r, 0);
+}
+
 /* A cache that failed before is left alone until a sweep empties the list. */
 static void test_avoided_cache_untouched(void **state)
 {
@@ -717,6 +814,31 @@ static void test_temporary_name_is_a_leftover(void **state)
 	assert_true(reaper_is_leftover(seen_tmp));
 }
 
+/* Empty when listed, then renamed away and another directory put in its
+ * place before the rmdir(): that one was never checked, and stays. */
+static void swap_empty_cache(int cache_fd)
+{
+	(void)cache_fd;
+	if (renameat(hook_parent_fd, "__pycache__", hook_parent_fd, "orig") < 0 ||
+	    mkdirat(hook_parent_fd, "__pycache__", 0755) < 0)
+		abort();
+}
+
+static void test_empty_cache_swapped_before_rmdir(void **state)
+{
+	struct rfx *f = *state;
+
+	assert_int_equal(mkdirat(f->pfd, "__pycache__", 0755), 0);
+	hook_parent_fd = f->pfd;
+	arm(swap_empty_cache);
+	assert_int_equal(reap(f), 0);
+	check_ran();
+	if (f->res.outcome == REAP_REMOVED)
+		fail_msg("removed a directory it never checked");
+	assert_true(is_type(f, "__pycache__", S_IFDIR));
+	assert_true(is_type(f, "orig", S_IFDIR));
+}
+
 /* A name judged bytecode is a directory by the time it is unlinked. */
 static void test_bytecode_name_becomes_directory(void **state)
 {
@@ -890,6 +1012,8 @@ int main(void)
 		T(test_policy_on_another_mount),
 		T(test_mount_point_cache),
 		T(test_read_only_cache_not_renamed),
+		T(test_empty_read_only_cache_kept),
+		T(test_read_only_mount_relocating_foreign_cache),
 		T(test_avoided_cache_untouched),
 		T(test_observe_touches_nothing),
 		T(test_normal_case),
@@ -902,6 +1026,7 @@ int main(void)
 		T(test_file_lands_after_dry_pass),
 		T(test_bytecode_name_becomes_directory),
 		T(test_temporary_name_is_a_leftover),
+		T(test_empty_cache_swapped_before_rmdir),
 		T(test_race_with_cpython_writer),
 	};
 
