@@ -508,8 +508,10 @@ static int read_only_mount_child(void *ud)
 	if (unshare(CLONE_NEWNS) < 0 ||
 	    mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
 	    mount("tmpfs", prefix, "tmpfs", 0, "mode=0755") < 0 ||
-	    mount(f->base, f->base, NULL, MS_BIND, NULL) < 0 ||
-	    mount(NULL, f->base, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0) {
+	    /* The type is ignored here, but valgrind wants a string. */
+	    mount(f->base, f->base, "none", MS_BIND, NULL) < 0 ||
+	    mount("none", f->base, "none", MS_REMOUNT | MS_BIND | MS_RDONLY,
+		  NULL) < 0) {
 		rmdir(prefix);
 		return 77;
 	}
