@@ -270,11 +270,10 @@ static int dispose(int fd, const char *name, const struct stat *st,
 	return unlinkat(fd, name, 0) < 0 ? -errno : 0;
 }
 
-static void count_file(struct tally *t, const struct stat *st)
+/* What removing the file frees: nothing while another link holds it. */
+static uint64_t freed_bytes(const struct stat *st)
 {
-	t->files++;
-	if (st->st_nlink <= 1)
-		t->bytes += (uint64_t)st->st_size;
+	return st->st_nlink <= 1 ? (uint64_t)st->st_size : 0;
 }
 
 /*
@@ -316,11 +315,12 @@ static int scan_pass(int fd, struct listing *l, bool remove_files,
 		if (!remove_files && l->n_keep < LISTING_KEEP)
 			l->keep[l->n_keep++] = (struct kept){
 				.off = (uint32_t)((char *)de - l->buf),
-				.bytes = st.st_nlink <= 1 ? (uint64_t)st.st_size : 0,
+				.bytes = freed_bytes(&st),
 			};
 		else if (!remove_files)
 			l->spilled = true;
-		count_file(t, &st);
+		t->files++;
+		t->bytes += freed_bytes(&st);
 	}
 	return r;
 }
@@ -387,6 +387,19 @@ static void skip_read_only(struct reap_result *res)
 static bool read_only_error(int err)
 {
 	return err == EACCES || err == EPERM || err == EROFS;
+}
+
+/* A rename or rmdir of the cache by name failed with err: true when that
+ * says what became of it (gone, or read-only), with res filled. */
+static bool refusal_settles(int err, struct reap_result *res)
+{
+	if (err == ENOENT)
+		res->outcome = REAP_GONE;
+	else if (read_only_error(err))
+		skip_read_only(res);
+	else
+		return false;
+	return true;
 }
 
 /* Put the cache back under its own name; say where it is if we cannot. */
@@ -494,17 +507,8 @@ static int evict(int fd, struct listing *l, int parent_fd, const char *name,
 	end = put_decimal(tmp + sizeof(REAPER_TMP_PREFIX) - 1, own_pid());
 	*end++ = '-';
 	*put_decimal(end, (uint64_t)ts.tv_nsec) = '\0';
-	if (renameat2(parent_fd, name, parent_fd, tmp, RENAME_NOREPLACE) < 0) {
-		if (errno == ENOENT) {
-			res->outcome = REAP_GONE;
-			return 0;
-		}
-		if (read_only_error(errno)) {
-			skip_read_only(res);
-			return 0;
-		}
-		return -errno;
-	}
+	if (renameat2(parent_fd, name, parent_fd, tmp, RENAME_NOREPLACE) < 0)
+		return refusal_settles(errno, res) ? 0 : -errno;
 	/* Someone may have swapped the name between our open and the rename. */
 	if (!same_inode(parent_fd, tmp, id)) {
 		set_reason(res, REAP_SKIPPED, "%s", "it was replaced while being removed");
@@ -573,14 +577,8 @@ static int remove_empty(int parent_fd, const char *name,
 		res->outcome = REAP_REMOVED;
 		return 1;
 	}
-	if (errno == ENOENT) {
-		res->outcome = REAP_GONE;
+	if (refusal_settles(errno, res))
 		return 1;
-	}
-	if (read_only_error(errno)) {
-		skip_read_only(res);
-		return 1;
-	}
 	return errno == ENOTEMPTY || errno == EEXIST ? 0 : -errno;
 }
 
@@ -732,8 +730,7 @@ static int drain_one(int fd, const char *name, const struct dest *dst,
 	res->files++;
 	res->relocated++;
 	res->copied += how == RELOCATE_COPIED;
-	if (st.st_nlink <= 1)
-		res->bytes += (uint64_t)st.st_size;
+	res->bytes += freed_bytes(&st);
 	return 0;
 }
 
