@@ -151,9 +151,9 @@ static struct dir *place(struct watcher *w, struct root *r, struct dir *parent,
 
 	if (!parent)
 		return d == r->tt.node ? d : NULL;
-	if (dir_parent(d) == parent && !strcmp(dir_name(d), name))
+	if (dir_parent(&w->tree, d) == parent && !strcmp(dir_name(d), name))
 		return d;
-	if (dir_is_top(d) || tree_is_ancestor(d, parent))
+	if (dir_is_top(d) || tree_is_ancestor(&w->tree, d, parent))
 		return NULL;
 	err = tree_move(&w->tree, d, parent, name, &clash);
 	if (err == -EEXIST) {
@@ -229,7 +229,7 @@ static struct dir *attach(struct watcher *w, struct job *j, struct dir *parent,
 	struct root *r = j->root;
 	int wd = add_watch(w, fd);
 	struct dir *d = wd >= 0 ? tree_by_wd(&w->tree, wd) : NULL;
-	struct root *other = d ? watch_root_of(d) : NULL;
+	struct root *other = d ? watch_root_of(w, d) : NULL;
 
 	/* Met before under another root (a move lost in an overflow): that
 	 * root's nodes carry its excludes. Start over under this one. */
@@ -281,10 +281,10 @@ static bool skip_name(const struct watcher *w, const struct root *r,
  */
 static void prune_children(struct watcher *w, struct dir *d, int fd)
 {
-	struct dir *c = d->child;
+	struct dir *c = dir_child(&w->tree, d);
 
 	while (c) {
-		struct dir *next = c->next;
+		struct dir *next = dir_next(&w->tree, c);
 		struct stat st;
 
 		if (fstatat(fd, dir_name(c), &st, AT_SYMLINK_NOFOLLOW) < 0
@@ -407,7 +407,7 @@ static int parent_fd(struct watcher *w, struct item *it)
 static void blocked(struct watcher *w, struct dir *parent, int pfd,
 		    const char *name, int err)
 {
-	struct root *r = watch_root_of(parent);
+	struct root *r = watch_root_of(w, parent);
 	bool enter = faccessat(pfd, ".", X_OK, AT_EACCESS) == 0;
 	bool heard = false;
 	char *path;
@@ -423,7 +423,7 @@ static void blocked(struct watcher *w, struct dir *parent, int pfd,
 		return;
 	if (!enter && heard)
 		parent->flags |= DIR_F_BLOCKED;
-	path = r ? tree_path(parent, r->conf.path, enter ? name : NULL) : NULL;
+	path = r ? tree_path(&w->tree, parent, r->conf.path, enter ? name : NULL) : NULL;
 	log_warn("cannot %s %s: %s; %s", enter ? "read" : "enter",
 		 path ? path : name, strerror(err),
 		 !heard ? "it is crawled by the next sweep of its root" :
@@ -442,7 +442,7 @@ static void crawl_one(struct watcher *w, struct item *it)
 	int pfd, fd, err;
 
 	/* The parent was dropped, or the root removed, since it was queued. */
-	if (r->dead || (parent && watch_root_of(parent) != r))
+	if (r->dead || (parent && watch_root_of(w, parent) != r))
 		return;
 	pfd = parent_fd(w, it);
 	if (pfd < 0)
@@ -456,7 +456,7 @@ static void crawl_one(struct watcher *w, struct item *it)
 		watch_post_rescan(w, r);
 	j->started = true;
 	if (fd < 0) {
-		struct dir *gone = parent && j->prune ? tree_child(parent, it->name)
+		struct dir *gone = parent && j->prune ? tree_child(&w->tree, parent, it->name)
 						      : NULL;
 
 		if (err == EMFILE || err == ENFILE || err == ENOMEM)
@@ -508,13 +508,13 @@ bool crawl_root_busy(const struct watcher *w, const struct root *r, bool full)
 static int requeue(struct watcher *w, const struct job *full,
 		   struct job **again, struct dir *c)
 {
-	struct dir *parent = dir_parent(c);
-	int fd = watch_open_dir(c);
+	struct dir *parent = dir_parent(&w->tree, c);
+	int fd = watch_open_dir(w, c);
 
 	if (fd < 0)
 		return fd;
 	close(fd);
-	fd = parent ? watch_open_dir(parent) : -ENOENT;
+	fd = parent ? watch_open_dir(w, parent) : -ENOENT;
 	if (fd < 0)
 		return fd;
 	if (!*again)
@@ -547,12 +547,12 @@ static void recheck(struct watcher *w, const struct job *full,
 /* After a whole-root rescan that met no error: nodes it did not meet. */
 static void drop_stale(struct watcher *w, struct root *r, const struct job *j)
 {
-	struct dir *top = r->tt.node, *c = top ? top->child : NULL;
+	struct dir *top = r->tt.node, *c = top ? dir_child(&w->tree, top) : NULL;
 	struct job *again = NULL;
 
 	while (c) {
 		bool stale = !gen_seen(c, j);
-		struct dir *next = tree_next(c, top, stale);
+		struct dir *next = tree_next(&w->tree, c, top, stale);
 
 		if (stale)
 			recheck(w, j, &again, c);

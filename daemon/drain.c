@@ -116,10 +116,10 @@ static int reopen(struct watcher *w, struct drain *dr, int *parent_fd,
 	*cache_fd = -1;
 	if (!parent)
 		return -ENOENT;
-	*parent_fd = watch_open_dir(parent);
+	*parent_fd = watch_open_dir(w, parent);
 	if (*parent_fd < 0)
 		return -EREMCHG;
-	watch_policy(w, watch_root_of(parent), NULL, &pol);
+	watch_policy(w, watch_root_of(w, parent), NULL, &pol);
 	r = reaper_open(*parent_fd, PYCACHE_NAME, &pol, &res, cache_fd);
 	if (*cache_fd >= 0 && res.ino == dr->ino)
 		return 0;
@@ -137,8 +137,8 @@ static unsigned pass(struct watcher *w, struct drain *dr, int parent_fd,
 		     int cache_fd, const char *only)
 {
 	struct dir *parent = drain_parent(w, dr);
-	struct root *root = parent ? watch_root_of(parent) : NULL;
-	char *src_dir = root ? tree_path(parent, root->conf.path, NULL) : NULL;
+	struct root *root = parent ? watch_root_of(w, parent) : NULL;
+	char *src_dir = root ? tree_path(&w->tree, parent, root->conf.path, NULL) : NULL;
 	struct reap_policy pol;
 	struct reap_result res;
 	int r;
@@ -177,7 +177,7 @@ static struct drain *drain_new(struct watcher *w, int wd, struct root *r,
 static struct drain *watch_cache(struct watcher *w, const struct dir *parent,
 				 int cache_fd, uint64_t ino)
 {
-	struct root *r = watch_root_of(parent);
+	struct root *r = watch_root_of(w, parent);
 	struct drain *dr;
 	int wd;
 
@@ -198,7 +198,7 @@ static struct drain *watch_cache(struct watcher *w, const struct dir *parent,
 static bool drain_start(struct watcher *w, struct dir *parent, int parent_fd,
 			const char *name)
 {
-	struct root *r = watch_root_of(parent);
+	struct root *r = watch_root_of(w, parent);
 	struct reap_policy pol;
 	struct reap_result res;
 	struct drain *dr;
@@ -345,7 +345,7 @@ uint64_t drain_next_deadline(const struct watcher *w)
 int drain_take(struct watcher *w, struct dir *parent, const char *name,
 	       bool at_once)
 {
-	int fd = watch_open_dir(parent);
+	int fd = watch_open_dir(w, parent);
 
 	if (fd < 0) {
 		watch_note_unreachable(w, parent, fd);

@@ -32,9 +32,12 @@ static int check_node(const struct tree *t, const struct dir *d,
 		return fail(why, len, "node %p '%s': %s", (void *)d, name,
 			    dir_alive(d) ? "met twice (a cycle or a shared child)"
 					 : "dead but linked");
-	if (parent && (dir_is_top(d) || d->up.parent != parent))
+	if (dir_at(t, d->self) != d)
+		return fail(why, len, "node '%s': its number is not its own", name);
+	if (parent && (dir_is_top(d) || dir_parent(t, d) != parent))
 		return fail(why, len, "node '%s': parent link does not match", name);
-	if (d->prev ? d->prev->next != d : (parent && parent->child != d))
+	if (d->prev ? dir_at(t, d->prev)->next != d->self
+		    : (parent && parent->child != d->self))
 		return fail(why, len, "node '%s': sibling links do not match", name);
 	if (parent ? !tree_name_ok(name) : name[0])
 		return fail(why, len, "node '%s': bad name", name);
@@ -56,12 +59,12 @@ static int by_name(const void *a, const void *b)
 }
 
 /* d's children have distinct names: sorted, no two neighbours equal. */
-static int check_siblings(const struct dir *d, const char ***buf, size_t *cap,
-			  char *why, size_t len)
+static int check_siblings(const struct tree *t, const struct dir *d,
+			  const char ***buf, size_t *cap, char *why, size_t len)
 {
 	size_t n = 0;
 
-	for (const struct dir *c = d->child; c; c = c->next) {
+	for (const struct dir *c = dir_child(t, d); c; c = dir_next(t, c)) {
 		if (n == *cap) {
 			size_t ncap = *cap ? *cap * 2 : 64;
 			const char **b = realloc(*buf, ncap * sizeof(*b));
@@ -93,12 +96,12 @@ static int check_top(const struct tree *t, struct tree_top *tt, size_t *met,
 
 	if (!d)
 		return 0;
-	if (!dir_is_top(d) || d->up.top != tt)
+	if (!dir_is_top(d) || tree_top_of(t, d) != tt)
 		return fail(why, len, "top node does not point back at its top");
 	while (d && r == 0) {
-		r = check_node(t, d, d == tt->node ? NULL : d->up.parent, why, len);
-		if (r == 0 && d->child && d->child->next)
-			r = check_siblings(d, &names, &cap, why, len);
+		r = check_node(t, d, d == tt->node ? NULL : dir_parent(t, d), why, len);
+		if (r == 0 && d->child && dir_child(t, d)->next)
+			r = check_siblings(t, d, &names, &cap, why, len);
 		if (r < 0)
 			break;
 		d->flags |= DIR_F_MARK;
@@ -106,7 +109,7 @@ static int check_top(const struct tree *t, struct tree_top *tt, size_t *met,
 		unwatched += d->wd <= -2;
 		if (++*met > bound)
 			r = fail(why, len, "more nodes reachable than live");
-		d = tree_next(d, tt->node, false);
+		d = tree_next(t, d, tt->node, false);
 	}
 	free(names);
 	if (r < 0)
@@ -120,9 +123,10 @@ static int check_top(const struct tree *t, struct tree_top *tt, size_t *met,
 	return 0;
 }
 
-static void unmark(struct tree_top *tt, size_t bound)
+static void unmark(const struct tree *t, struct tree_top *tt, size_t bound)
 {
-	for (struct dir *d = tt->node; d && bound--; d = tree_next(d, tt->node, false))
+	for (struct dir *d = tt->node; d && bound--;
+	     d = tree_next(t, d, tt->node, false))
 		d->flags &= (uint8_t)~DIR_F_MARK;
 }
 
@@ -131,7 +135,7 @@ static int check_indexes(const struct tree *t, char *why, size_t len)
 	size_t n = 0;
 
 	for (size_t i = 0; i < t->table_cap; i++) {
-		const struct dir *d = t->table[i];
+		const struct dir *d = dir_at(t, t->table[i]);
 
 		if (!d)
 			continue;
@@ -153,10 +157,10 @@ static int check_graveyard(const struct tree *t, char *why, size_t len)
 {
 	size_t n = 0;
 
-	for (const struct dir *d = t->graveyard; d; d = d->next) {
+	for (const struct dir *d = tree_graveyard(t); d; d = dir_next(t, d)) {
 		if (++n > t->dead)
 			return fail(why, len, "graveyard longer than its count");
-		if (dir_alive(d) || d->up.parent || d->child || d->wd != -1)
+		if (dir_alive(d) || d->up || d->child || d->wd != -1)
 			return fail(why, len, "node '%s' in the graveyard is linked",
 				    dir_name(d));
 	}
@@ -179,6 +183,6 @@ int tree_check(const struct tree *t, struct tree_top *const *tops, size_t n,
 	if (r == 0)
 		r = check_graveyard(t, why, len);
 	for (i = 0; i < n; i++)
-		unmark(tops[i], t->live + 1);
+		unmark(t, tops[i], t->live + 1);
 	return r;
 }

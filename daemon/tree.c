@@ -1,6 +1,7 @@
 /*
- * Directory nodes, the wd index and the unwatched index. See tree.h for
- * the lifetime rule; everything here keeps it without help from callers.
+ * Directory nodes, their store, the wd index and the unwatched index. See
+ * tree.h for the lifetime rule; everything here keeps it without help from
+ * callers.
  */
 #include "tree.h"
 
@@ -8,34 +9,136 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TREE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TREE_ASAN 1
+#endif
+#endif
+#ifdef TREE_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define NAME_OFF offsetof(struct dir, name)
+#define PAGE_RECORDS (1u << DIR_PAGE_SHIFT)
+#define SLOT_MAX ((UINT32_C(1) << DIR_SLOT_BITS) - 2)
+
+_Static_assert(NAME_OFF == 40, "struct dir grew: every byte is paid per directory");
 
 void tree_init(struct tree *t, void (*unwatch)(void *ud, int wd), void *ud)
 {
 	memset(t, 0, sizeof(*t));
+	for (size_t i = 0; i < DIR_CLASSES; i++)
+		t->store[i].size = NAME_OFF + 8 * (i + 1);
 	t->unwatch = unwatch;
 	t->ud = ud;
 }
 
-static void free_node(struct dir *d)
+/* --- the store: records without malloc headers, in pages ---------------- */
+
+/* A record for name_units units of name (1..DIR_CLASSES), or NULL. */
+static struct dir *record_new(struct tree *t, size_t name_units)
 {
+	size_t k = name_units - 1;
+	struct dir_class *c = &t->store[k];
+	struct dir *d;
+	uint32_t slot;
+
+	if (c->free_head) {
+		d = dir_at(t, c->free_head);
+		UNPOISON(d, c->size);
+		c->free_head = d->next;
+		if (!c->free_head)
+			c->free_tail = 0;
+	} else {
+		if (c->used > SLOT_MAX)
+			return NULL;
+		slot = c->used;
+		if ((slot >> DIR_PAGE_SHIFT) == c->n_pages) {
+			char *page;
+
+			if (c->n_pages == c->cap_pages) {
+				size_t cap = c->cap_pages ? c->cap_pages * 2 : 16;
+				char **v = realloc(c->pages, cap * sizeof(*v));
+
+				if (!v)
+					return NULL;
+				c->pages = v;
+				c->cap_pages = cap;
+			}
+			if (!(page = malloc(c->size * PAGE_RECORDS)))
+				return NULL;
+			POISON(page, c->size * PAGE_RECORDS);
+			c->pages[c->n_pages++] = page;
+		}
+		c->used++;
+		d = (struct dir *)(c->pages[slot >> DIR_PAGE_SHIFT] +
+				   (size_t)(slot & (PAGE_RECORDS - 1)) * c->size);
+		UNPOISON(d, c->size);
+		d->self = (dir_ref)(k << DIR_SLOT_BITS | (slot + 1));
+	}
+	{
+		dir_ref self = d->self;
+
+		memset(d, 0, c->size);
+		d->self = self;
+	}
+	d->name_cap = (uint8_t)name_units;
+	return d;
+}
+
+/* Back to its class's free list, at the far end (see tree.h). */
+static void record_free(struct tree *t, struct dir *d)
+{
+	struct dir_class *c = &t->store[d->self >> DIR_SLOT_BITS];
+
 	if (d->flags & DIR_F_NAME_OUT) {
 		char *heap;
 
 		memcpy(&heap, d->name, sizeof(heap));
 		free(heap);
 	}
-	free(d);
+	d->next = 0;
+	d->flags = DIR_F_DEAD;
+	if (c->free_tail)
+		dir_at(t, c->free_tail)->next = d->self;
+	else
+		c->free_head = d->self;
+	c->free_tail = d->self;
+	/* Poisoned but for the link and the number the store reads. */
+	POISON(d, c->size);
+	UNPOISON(&d->next, sizeof(d->next));
+	UNPOISON(&d->self, sizeof(d->self));
+}
+
+static void store_finish(struct tree *t)
+{
+	for (size_t k = 0; k < DIR_CLASSES; k++) {
+		struct dir_class *c = &t->store[k];
+
+		for (size_t i = 0; i < c->n_pages; i++) {
+			UNPOISON(c->pages[i], c->size * PAGE_RECORDS);
+			free(c->pages[i]);
+		}
+		free(c->pages);
+	}
 }
 
 void tree_finish(struct tree *t)
 {
 	while (t->graveyard) {
-		struct dir *d = t->graveyard;
+		struct dir *d = dir_at(t, t->graveyard);
 
 		t->graveyard = d->next;
-		free_node(d);
+		record_free(t, d);
 	}
+	store_finish(t);
 	free(t->table);
 	free(t->unwatched);
 	memset(t, 0, sizeof(*t));
@@ -47,6 +150,8 @@ const char *dir_name(const struct dir *d)
 {
 	const char *heap;
 
+	if (d->flags & DIR_F_TOP)
+		return "";
 	if (!(d->flags & DIR_F_NAME_OUT))
 		return d->name;
 	memcpy(&heap, d->name, sizeof(heap));
@@ -59,12 +164,13 @@ bool tree_name_ok(const char *name)
 	       !strchr(name, '/');
 }
 
-/* Room for the name inline, in units of 8, never less than a pointer. */
+/* Units of 8 bytes for the name inline; a name longer than the largest
+ * class goes out of line, its pointer in one unit. */
 static size_t name_units(size_t len)
 {
-	size_t bytes = len + 1 < sizeof(char *) ? sizeof(char *) : len + 1;
+	size_t units = (len + 1 + 7) / 8;
 
-	return (bytes + 7) / 8;
+	return units > DIR_CLASSES ? 1 : units;
 }
 
 /* Rename in place, or out of line when the inline room is too small. */
@@ -98,7 +204,7 @@ static size_t slot_of(int wd, size_t cap)
 static int table_grow(struct tree *t)
 {
 	size_t cap = t->table_cap ? t->table_cap * 2 : 1024;
-	struct dir **n = calloc(cap, sizeof(*n));
+	dir_ref *n = calloc(cap, sizeof(*n));
 
 	if (!n)
 		return -ENOMEM;
@@ -107,7 +213,8 @@ static int table_grow(struct tree *t)
 
 		if (!t->table[i])
 			continue;
-		for (s = slot_of(t->table[i]->wd, cap); n[s]; s = (s + 1) & (cap - 1))
+		for (s = slot_of(dir_at(t, t->table[i])->wd, cap); n[s];
+		     s = (s + 1) & (cap - 1))
 			;
 		n[s] = t->table[i];
 	}
@@ -117,10 +224,10 @@ static int table_grow(struct tree *t)
 	return 0;
 }
 
-/* Load stays under 1/2 so that probes stay short. */
+/* Load stays under 3/4: 4-byte slots, and probes still short. */
 static int table_reserve(struct tree *t)
 {
-	return (t->table_len + 1) * 2 > t->table_cap ? table_grow(t) : 0;
+	return (t->table_len + 1) * 4 > t->table_cap * 3 ? table_grow(t) : 0;
 }
 
 static void table_put(struct tree *t, struct dir *d)
@@ -130,7 +237,7 @@ static void table_put(struct tree *t, struct dir *d)
 	for (s = slot_of(d->wd, t->table_cap); t->table[s];
 	     s = (s + 1) & (t->table_cap - 1))
 		;
-	t->table[s] = d;
+	t->table[s] = d->self;
 	t->table_len++;
 }
 
@@ -139,9 +246,12 @@ struct dir *tree_by_wd(const struct tree *t, int wd)
 	if (!t->table_cap || wd < 0)
 		return NULL;
 	for (size_t s = slot_of(wd, t->table_cap); t->table[s];
-	     s = (s + 1) & (t->table_cap - 1))
-		if (t->table[s]->wd == wd)
-			return t->table[s];
+	     s = (s + 1) & (t->table_cap - 1)) {
+		struct dir *d = dir_at(t, t->table[s]);
+
+		if (d->wd == wd)
+			return d;
+	}
 	return NULL;
 }
 
@@ -149,18 +259,19 @@ static void table_del(struct tree *t, struct dir *d)
 {
 	size_t mask = t->table_cap - 1, s, j;
 
-	for (s = slot_of(d->wd, t->table_cap); t->table[s] != d; s = (s + 1) & mask)
+	for (s = slot_of(d->wd, t->table_cap); t->table[s] != d->self;
+	     s = (s + 1) & mask)
 		;
 	/* Backward-shift deletion: no tombstones to sweep later. */
 	for (j = (s + 1) & mask; t->table[j]; j = (j + 1) & mask) {
-		size_t home = slot_of(t->table[j]->wd, t->table_cap);
+		size_t home = slot_of(dir_at(t, t->table[j])->wd, t->table_cap);
 
 		if (((j - home) & mask) >= ((j - s) & mask)) {
 			t->table[s] = t->table[j];
 			s = j;
 		}
 	}
-	t->table[s] = NULL;
+	t->table[s] = 0;
 	t->table_len--;
 }
 
@@ -234,7 +345,7 @@ static int index_reserve(struct tree *t, const struct dir *d, int wd)
 
 int tree_set_wd(struct tree *t, struct dir *d, int wd)
 {
-	struct tree_top *tt = tree_top_of(d);
+	struct tree_top *tt = tree_top_of(t, d);
 	int r;
 
 	if (!tt)
@@ -252,66 +363,87 @@ int tree_set_wd(struct tree *t, struct dir *d, int wd)
 
 /* --- shape ---------------------------------------------------------------- */
 
-struct tree_top *tree_top_of(const struct dir *d)
+static struct tree_top *top_ptr(const struct dir *d)
+{
+	struct tree_top *tt;
+
+	memcpy(&tt, d->name, sizeof(tt));
+	return tt;
+}
+
+struct tree_top *tree_top_of(const struct tree *t, const struct dir *d)
 {
 	if (!dir_alive(d))
 		return NULL;
 	while (!dir_is_top(d))
-		d = d->up.parent;
-	return d->up.top;
+		d = dir_at(t, d->up);
+	return top_ptr(d);
 }
 
-bool tree_is_ancestor(const struct dir *a, const struct dir *d)
+bool tree_is_ancestor(const struct tree *t, const struct dir *a,
+		      const struct dir *d)
 {
-	for (; d; d = dir_parent(d))
+	for (; d; d = dir_parent(t, d))
 		if (d == a)
 			return true;
 	return false;
 }
 
-struct dir *tree_child(const struct dir *parent, const char *name)
+struct dir *tree_child(const struct tree *t, const struct dir *parent,
+		       const char *name)
 {
-	for (struct dir *c = parent->child; c; c = c->next)
+	for (struct dir *c = dir_child(t, parent); c; c = dir_next(t, c))
 		if (!strcmp(dir_name(c), name))
 			return c;
 	return NULL;
 }
 
-static void link_child(struct dir *parent, struct dir *d)
+static void link_child(struct tree *t, struct dir *parent, struct dir *d)
 {
-	d->up.parent = parent;
-	d->prev = NULL;
+	d->up = parent->self;
+	d->prev = 0;
 	d->next = parent->child;
 	if (parent->child)
-		parent->child->prev = d;
-	parent->child = d;
+		dir_at(t, parent->child)->prev = d->self;
+	parent->child = d->self;
 }
 
-static void unlink_child(struct dir *d)
+static void unlink_child(struct tree *t, struct dir *d)
 {
-	struct dir *parent = dir_parent(d);
+	struct dir *parent = dir_parent(t, d);
 
 	if (!parent)
 		return;
 	if (d->prev)
-		d->prev->next = d->next;
+		dir_at(t, d->prev)->next = d->next;
 	else
 		parent->child = d->next;
 	if (d->next)
-		d->next->prev = d->prev;
-	d->up.parent = NULL;
-	d->next = d->prev = NULL;
+		dir_at(t, d->next)->prev = d->prev;
+	d->up = 0;
+	d->next = d->prev = 0;
 }
 
-static struct dir *node_new(const char *name, uint64_t ino)
+static struct dir *node_new(struct tree *t, const char *name, uint64_t ino)
 {
-	size_t units = name_units(strlen(name));
-	struct dir *d = calloc(1, NAME_OFF + units * 8);
+	size_t len = strlen(name), units = name_units(len);
+	struct dir *d = record_new(t, units);
 
 	if (!d)
 		return NULL;
-	d->name_cap = (uint8_t)units;
-	strcpy(d->name, name);
+	if (len + 1 > units * 8) {
+		char *heap = strdup(name);
+
+		if (!heap) {
+			d->flags = 0;
+			record_free(t, d);
+			return NULL;
+		}
+		memcpy(d->name, &heap, sizeof(heap));
+		d->flags = DIR_F_NAME_OUT;
+	} else {
+		memcpy(d->name, name, len + 1);
+	}
 	d->ino = ino;
 	d->wd = -1;
 	return d;
@@ -330,10 +462,10 @@ int tree_add_top(struct tree *t, struct tree_top *tt, uint64_t ino, int wd,
 	r = index_reserve(t, NULL, wd < 0 ? -1 : wd);
 	if (r < 0)
 		return r;
-	if (!(d = node_new("", ino)))
+	if (!(d = node_new(t, "", ino)))
 		return -ENOMEM;
 	d->flags = DIR_F_TOP;
-	d->up.top = tt;
+	memcpy(d->name, &tt, sizeof(tt));
 	tt->node = d;
 	index_set(t, tt, d, wd < 0 ? -1 : wd);
 	t->live++;
@@ -344,7 +476,7 @@ int tree_add_top(struct tree *t, struct tree_top *tt, uint64_t ino, int wd,
 int tree_add(struct tree *t, struct dir *parent, const char *name,
 	     uint64_t ino, int wd, struct dir **out)
 {
-	struct tree_top *tt = tree_top_of(parent);
+	struct tree_top *tt = tree_top_of(t, parent);
 	struct dir *d;
 	int r;
 
@@ -352,16 +484,16 @@ int tree_add(struct tree *t, struct dir *parent, const char *name,
 		return -EINVAL;
 	if (!tt)
 		return -ESTALE;
-	if ((d = tree_child(parent, name))) {
+	if ((d = tree_child(t, parent, name))) {
 		*out = d;
 		return -EEXIST;
 	}
 	r = index_reserve(t, NULL, wd < 0 ? -1 : wd);
 	if (r < 0)
 		return r;
-	if (!(d = node_new(name, ino)))
+	if (!(d = node_new(t, name, ino)))
 		return -ENOMEM;
-	link_child(parent, d);
+	link_child(t, parent, d);
 	index_set(t, tt, d, wd < 0 ? -1 : wd);
 	t->live++;
 	*out = d;
@@ -371,22 +503,21 @@ int tree_add(struct tree *t, struct dir *parent, const char *name,
 int tree_move(struct tree *t, struct dir *d, struct dir *parent,
 	      const char *name, struct dir **clash)
 {
-	struct tree_top *tt = tree_top_of(d), *ptt = tree_top_of(parent);
+	struct tree_top *tt = tree_top_of(t, d), *ptt = tree_top_of(t, parent);
 	struct dir *holder;
 	int r;
 
-	(void)t;
 	if (!tt || !ptt)
 		return -ESTALE;
-	if (dir_parent(d) == parent && !strcmp(dir_name(d), name))
+	if (dir_parent(t, d) == parent && !strcmp(dir_name(d), name))
 		return 0;
-	if (dir_is_top(d) || tree_is_ancestor(d, parent))
+	if (dir_is_top(d) || tree_is_ancestor(t, d, parent))
 		return -ELOOP;
 	if (tt != ptt)
 		return -EXDEV;
 	if (!tree_name_ok(name) || strlen(name) > 255)
 		return -EINVAL;
-	holder = tree_child(parent, name);
+	holder = tree_child(t, parent, name);
 	if (holder == d)
 		return 0;
 	if (holder) {
@@ -395,9 +526,9 @@ int tree_move(struct tree *t, struct dir *d, struct dir *parent,
 	}
 	if (strcmp(dir_name(d), name) && (r = set_name(d, name)) < 0)
 		return r;
-	if (dir_parent(d) != parent) {
-		unlink_child(d);
-		link_child(parent, d);
+	if (dir_parent(t, d) != parent) {
+		unlink_child(t, d);
+		link_child(t, parent, d);
 	}
 	return 0;
 }
@@ -414,15 +545,17 @@ static void bury(struct tree *t, struct tree_top *tt, struct dir *d)
 		unwatched_del(t, d);
 		tt->unwatched--;
 	}
-	if (dir_is_top(d))
+	if (dir_is_top(d)) {
 		tt->node = NULL;
-	else
-		unlink_child(d);
-	d->up.parent = NULL;
+		memset(d->name, 0, sizeof(tt));
+	} else {
+		unlink_child(t, d);
+	}
+	d->up = 0;
 	d->flags = (uint8_t)((d->flags & DIR_F_NAME_OUT) | DIR_F_DEAD);
 	d->wd = -1;
 	d->next = t->graveyard;
-	t->graveyard = d;
+	t->graveyard = d->self;
 	t->live--;
 	t->dead++;
 	if (wd >= 0 && t->unwatch)
@@ -431,7 +564,7 @@ static void bury(struct tree *t, struct tree_top *tt, struct dir *d)
 
 void tree_kill(struct tree *t, struct dir *d)
 {
-	struct tree_top *tt = tree_top_of(d);
+	struct tree_top *tt = tree_top_of(t, d);
 
 	if (!tt)
 		return;
@@ -440,8 +573,8 @@ void tree_kill(struct tree *t, struct dir *d)
 		struct dir *up;
 
 		while (c->child)
-			c = c->child;
-		up = c == d ? NULL : dir_parent(c);
+			c = dir_at(t, c->child);
+		up = c == d ? NULL : dir_parent(t, c);
 		bury(t, tt, c);
 		c = up;
 	}
@@ -461,10 +594,10 @@ void tree_unpin(struct dir *d)
 
 void tree_reap(struct tree *t)
 {
-	struct dir **pp = &t->graveyard;
+	dir_ref *pp = &t->graveyard;
 
 	while (*pp) {
-		struct dir *d = *pp;
+		struct dir *d = dir_at(t, *pp);
 
 		if (d->pins) {
 			pp = &d->next;
@@ -472,48 +605,48 @@ void tree_reap(struct tree *t)
 		}
 		*pp = d->next;
 		t->dead--;
-		free_node(d);
+		record_free(t, d);
 	}
 }
 
-struct dir *tree_next(const struct dir *d, const struct dir *top,
-		      bool skip_children)
+struct dir *tree_next(const struct tree *t, const struct dir *d,
+		      const struct dir *top, bool skip_children)
 {
 	if (!skip_children && d->child)
-		return d->child;
-	for (; d && d != top; d = dir_parent(d))
+		return dir_at(t, d->child);
+	for (; d && d != top; d = dir_parent(t, d))
 		if (d->next)
-			return d->next;
+			return dir_at(t, d->next);
 	return NULL;
 }
 
 /* --- paths ---------------------------------------------------------------- */
 
 /* Bytes of "a/b/c" for d (0 for a top). */
-static size_t rel_len(const struct dir *d)
+static size_t rel_len(const struct tree *t, const struct dir *d)
 {
 	size_t len = 0;
 
-	for (; !dir_is_top(d); d = d->up.parent)
+	for (; !dir_is_top(d); d = dir_at(t, d->up))
 		len += strlen(dir_name(d)) + 1;
 	return len ? len - 1 : 0;
 }
 
 /* Write "a/b/c" so that it ends just before end. */
-static void rel_fill(const struct dir *d, char *end)
+static void rel_fill(const struct tree *t, const struct dir *d, char *end)
 {
-	for (; !dir_is_top(d); d = d->up.parent) {
+	for (; !dir_is_top(d); d = dir_at(t, d->up)) {
 		const char *name = dir_name(d);
 		size_t n = strlen(name);
 
 		end -= n;
 		memcpy(end, name, n);
-		if (!dir_is_top(d->up.parent))
+		if (!dir_is_top(dir_at(t, d->up)))
 			*--end = '/';
 	}
 }
 
-char *tree_relpath(const struct dir *d)
+char *tree_relpath(const struct tree *t, const struct dir *d)
 {
 	size_t len;
 	char *p;
@@ -522,16 +655,17 @@ char *tree_relpath(const struct dir *d)
 		return NULL;
 	if (dir_is_top(d))
 		return strdup(".");
-	len = rel_len(d);
+	len = rel_len(t, d);
 	p = malloc(len + 1);
 	if (!p)
 		return NULL;
 	p[len] = '\0';
-	rel_fill(d, p + len);
+	rel_fill(t, d, p + len);
 	return p;
 }
 
-char *tree_path(const struct dir *d, const char *base, const char *name)
+char *tree_path(const struct tree *t, const struct dir *d, const char *base,
+		const char *name)
 {
 	size_t blen = strlen(base), rlen, nlen = name ? strlen(name) + 1 : 0;
 	size_t len;
@@ -539,7 +673,7 @@ char *tree_path(const struct dir *d, const char *base, const char *name)
 
 	if (!dir_alive(d))
 		return NULL;
-	rlen = rel_len(d);
+	rlen = rel_len(t, d);
 	len = blen + (rlen ? rlen + 1 : 0) + nlen;
 	p = malloc(len + 1);
 	if (!p)
@@ -547,7 +681,7 @@ char *tree_path(const struct dir *d, const char *base, const char *name)
 	memcpy(p, base, blen);
 	if (rlen) {
 		p[blen] = '/';
-		rel_fill(d, p + blen + 1 + rlen);
+		rel_fill(t, d, p + blen + 1 + rlen);
 	}
 	if (name) {
 		p[len - nlen] = '/';

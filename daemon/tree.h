@@ -48,7 +48,7 @@ struct tree_top {
 	uint64_t unwatched;   /* live nodes below whose watch was refused */
 };
 
-#define DIR_F_TOP 0x1u        /* up.top is valid: this is a root's node */
+#define DIR_F_TOP 0x1u        /* a root's node: its struct tree_top * is in name[] */
 #define DIR_F_DEAD 0x2u       /* killed: waiting in the graveyard */
 #define DIR_F_NAME_OUT 0x4u   /* the name is a heap string, its pointer in name[] */
 #define DIR_F_MARK 0x8u       /* tree_check()'s visited mark */
@@ -57,19 +57,22 @@ struct tree_top {
 /* A pin count that reaches this sticks: the node is freed by tree_finish(). */
 #define DIR_PINS_MAX UINT16_MAX
 
+/* A node's number in its tree's store (dir_at()); 0 is none. */
+typedef uint32_t dir_ref;
+
 /*
- * A directory. 56 bytes and its name: the node count is the directory
- * count, so every field is paid 200,000 times.
+ * A directory. 40 bytes and its name, in a record of the tree's store: the
+ * node count is the directory count, so every byte is paid 200,000 times.
+ * Links are store numbers, not pointers; read them with dir_parent(),
+ * dir_child() and dir_next().
  */
 struct dir {
-	union {
-		struct dir *parent;    /* a live node that is not a top */
-		struct tree_top *top;  /* DIR_F_TOP */
-	} up;                 /* NULL when dead */
-	struct dir *child;    /* first of the struct dir::next/prev list */
-	struct dir *next;     /* siblings; the graveyard's list when dead */
-	struct dir *prev;
 	uint64_t ino;         /* the inode the node stands for */
+	dir_ref up;           /* the parent; 0 for a top and when dead */
+	dir_ref child;        /* first of the struct dir::next/prev list */
+	dir_ref next;         /* siblings; the graveyard's list when dead */
+	dir_ref prev;
+	dir_ref self;         /* its own number */
 	/* >= 0: its watch. <= -2: not watched, at index -wd - 2 of the
 	 * tree's unwatched index. -1: dead. Read it with dir_wd(). */
 	int32_t wd;
@@ -80,13 +83,35 @@ struct dir {
 	char name[];          /* read it with dir_name() */
 };
 
+/*
+ * The nodes' memory: records of DIR_CLASSES sizes (40 bytes and 8, 16, 24
+ * or 32 of name), in pages that never move or shrink while a node lives,
+ * so that a struct dir * stays valid as the rule below says. No malloc
+ * header per node, and 4-byte links. Freed records are reused first in,
+ * first out, so that a stale pointer meets other data late rather than
+ * soon (and ASan, where it runs, is told which records are free).
+ * LIFETIME: embedded in struct tree; its pages go with tree_finish().
+ */
+#define DIR_CLASSES 4
+#define DIR_PAGE_SHIFT 9      /* 512 records a page */
+#define DIR_SLOT_BITS 30      /* a dir_ref: class in the top 2 bits */
+
+struct dir_class {
+	char **pages;
+	size_t n_pages, cap_pages;
+	size_t size;              /* bytes a record */
+	uint32_t used;            /* records ever handed out */
+	dir_ref free_head, free_tail;   /* through struct dir::next */
+};
+
 /* Every node and both indexes. Embedded in struct watcher. */
 struct tree {
-	struct dir **table;       /* wd -> node, open addressing */
+	struct dir_class store[DIR_CLASSES];
+	dir_ref *table;           /* wd -> node, open addressing; 0 is free */
 	size_t table_cap, table_len;
 	struct dir **unwatched;   /* live nodes without a watch */
 	size_t n_unwatched, cap_unwatched;
-	struct dir *graveyard;    /* dead nodes, through struct dir::next */
+	dir_ref graveyard;        /* dead nodes, through struct dir::next */
 	size_t live, dead;
 	/* A killed node's watch: the owner removes it from the kernel. */
 	void (*unwatch)(void *ud, int wd);
@@ -96,6 +121,20 @@ struct tree {
 void tree_init(struct tree *t, void (*unwatch)(void *ud, int wd), void *ud);
 /* Free everything: every top must have been killed. Pins are ignored. */
 void tree_finish(struct tree *t);
+
+/* The node numbered r, or NULL for 0. r must be one t handed out. */
+static inline struct dir *dir_at(const struct tree *t, dir_ref r)
+{
+	const struct dir_class *c;
+	uint32_t slot;
+
+	if (!r)
+		return NULL;
+	c = &t->store[r >> DIR_SLOT_BITS];
+	slot = (r & ((UINT32_C(1) << DIR_SLOT_BITS) - 1)) - 1;
+	return (struct dir *)(c->pages[slot >> DIR_PAGE_SHIFT] +
+			      (size_t)(slot & ((1u << DIR_PAGE_SHIFT) - 1)) * c->size);
+}
 
 static inline bool dir_alive(const struct dir *d)
 {
@@ -114,18 +153,37 @@ static inline int dir_wd(const struct dir *d)
 }
 
 /* The parent: NULL for a top and for a dead node. */
-static inline struct dir *dir_parent(const struct dir *d)
+static inline struct dir *dir_parent(const struct tree *t, const struct dir *d)
 {
-	return d->flags & (DIR_F_TOP | DIR_F_DEAD) ? NULL : d->up.parent;
+	return dir_at(t, d->up);
 }
 
+/* The first child, and the next sibling (the next dead node in the
+ * graveyard): NULL at the end. */
+static inline struct dir *dir_child(const struct tree *t, const struct dir *d)
+{
+	return dir_at(t, d->child);
+}
+
+static inline struct dir *dir_next(const struct tree *t, const struct dir *d)
+{
+	return dir_at(t, d->next);
+}
+
+static inline struct dir *tree_graveyard(const struct tree *t)
+{
+	return dir_at(t, t->graveyard);
+}
+
+/* The name; "" for a top. */
 const char *dir_name(const struct dir *d);
 /* Not "", ".", ".." and no '/'. */
 bool tree_name_ok(const char *name);
 /* The top d hangs from, or NULL when d is dead. */
-struct tree_top *tree_top_of(const struct dir *d);
+struct tree_top *tree_top_of(const struct tree *t, const struct dir *d);
 /* a is d or one of its ancestors. */
-bool tree_is_ancestor(const struct dir *a, const struct dir *d);
+bool tree_is_ancestor(const struct tree *t, const struct dir *a,
+		      const struct dir *d);
 
 /*
  * New nodes, watched when wd >= 0, else in the unwatched index. 0 with
@@ -138,7 +196,8 @@ int tree_add_top(struct tree *t, struct tree_top *tt, uint64_t ino, int wd,
 int tree_add(struct tree *t, struct dir *parent, const char *name,
 	     uint64_t ino, int wd, struct dir **out);
 
-struct dir *tree_child(const struct dir *parent, const char *name);
+struct dir *tree_child(const struct tree *t, const struct dir *parent,
+		       const char *name);
 struct dir *tree_by_wd(const struct tree *t, int wd);
 
 /* Watched with wd (>= 0), or unwatched (< 0). 0, -ESTALE, -EBUSY (wd
@@ -164,8 +223,8 @@ void tree_unpin(struct dir *d);
 void tree_reap(struct tree *t);
 
 /* Pre-order successor of d within top's subtree, or NULL. */
-struct dir *tree_next(const struct dir *d, const struct dir *top,
-		      bool skip_children);
+struct dir *tree_next(const struct tree *t, const struct dir *d,
+		      const struct dir *top, bool skip_children);
 
 /* The unwatched index, in no particular order. */
 static inline size_t tree_unwatched_count(const struct tree *t)
@@ -180,9 +239,10 @@ static inline struct dir *tree_unwatched_at(const struct tree *t, size_t i)
 
 /* d's path below its top: "a/b/c", or "." for the top. NULL when d is dead
  * or out of memory. Caller frees. */
-char *tree_relpath(const struct dir *d);
+char *tree_relpath(const struct tree *t, const struct dir *d);
 /* "base/a/b/c" ("base" for the top), then "/name" if name. Caller frees. */
-char *tree_path(const struct dir *d, const char *base, const char *name);
+char *tree_path(const struct tree *t, const struct dir *d, const char *base,
+		const char *name);
 
 /*
  * Check every invariant of the tree (tree-check.c): links, shapes, names, both indexes,

@@ -30,7 +30,7 @@
 /* A directory appeared in parent (created, or moved in from elsewhere). */
 static void dir_appeared(struct watcher *w, struct dir *parent, const char *name)
 {
-	struct root *r = watch_root_of(parent);
+	struct root *r = watch_root_of(w, parent);
 	struct job *j;
 	int fd;
 
@@ -44,7 +44,7 @@ static void dir_appeared(struct watcher *w, struct dir *parent, const char *name
 	if (!strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)) ||
 	    watch_excluded(w, r, name))
 		return;
-	fd = watch_open_dir(parent);
+	fd = watch_open_dir(w, parent);
 	if (fd < 0) {
 		watch_note_unreachable(w, parent, fd);
 		return;
@@ -84,10 +84,10 @@ static void resolve_unpaired(struct watcher *w, const struct pending_move *pm)
 	if (!node || !dir_alive(node))
 		return;
 	from = tree_by_wd(&w->tree, pm->from_wd);
-	if (!from || from->ino != pm->from_ino || dir_parent(node) != from ||
+	if (!from || from->ino != pm->from_ino || dir_parent(&w->tree, node) != from ||
 	    strcmp(dir_name(node), pm->name))
 		return;
-	is = watch_entry_is(from, pm->name, node->ino);
+	is = watch_entry_is(w, from, pm->name, node->ino);
 	if (is == 1)
 		return;
 	/* Unsure where it is: its parent is crawled again, and finds it. */
@@ -108,7 +108,7 @@ void watch_moves_settle(struct watcher *w)
 static void moved_from(struct watcher *w, struct dir *d, const char *name,
 		       uint32_t cookie)
 {
-	struct dir *node = tree_child(d, name);
+	struct dir *node = tree_child(&w->tree, d, name);
 	struct pending_move *pm;
 
 	if (!node)
@@ -135,18 +135,18 @@ static void moved_from(struct watcher *w, struct dir *d, const char *name,
 static bool follow(struct watcher *w, struct dir *node, struct dir *q,
 		   const char *name)
 {
-	struct root *r = watch_root_of(q);
+	struct root *r = watch_root_of(w, q);
 	struct dir *clash = NULL;
 	int is, err;
 
-	if (!r || tree_is_ancestor(node, q))
+	if (!r || tree_is_ancestor(&w->tree, node, q))
 		return false;
-	is = watch_entry_is(q, name, node->ino);
+	is = watch_entry_is(w, q, name, node->ino);
 	if (is < 0)
 		watch_note_unreachable(w, q, is);
 	if (is != 1)
 		return false;
-	if (watch_root_of(node) != r || !strcmp(name, PYCACHE_NAME) ||
+	if (watch_root_of(w, node) != r || !strcmp(name, PYCACHE_NAME) ||
 	    !strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)) ||
 	    watch_excluded(w, r, name)) {
 		tree_kill(&w->tree, node);
@@ -219,17 +219,17 @@ static void dir_event(struct watcher *w, struct dir *d,
 	else if (ev->mask & IN_MOVED_TO)
 		moved_to(w, d, ev->name, ev->cookie);
 	else if ((ev->mask & IN_ATTRIB) && strcmp(ev->name, PYCACHE_NAME) &&
-		 !tree_child(d, ev->name))
+		 !tree_child(&w->tree, d, ev->name))
 		dir_appeared(w, d, ev->name);   /* WATCH_MASK_BLOCKED: readable? */
 }
 
 /* The directory's own watch says it died, moved, or lost its watch. */
 static void self_event(struct watcher *w, struct dir *d, uint32_t mask)
 {
-	struct dir *parent = dir_parent(d);
+	struct dir *parent = dir_parent(&w->tree, d);
 
 	if (dir_is_top(d)) {
-		watch_post_lost(w, watch_root_of(d), mask & IN_MOVE_SELF ?
+		watch_post_lost(w, watch_root_of(w, d), mask & IN_MOVE_SELF ?
 				"was moved away" : "was removed");
 		return;
 	}
@@ -335,7 +335,7 @@ void watch_stale_settle(struct watcher *w)
 	w->n_stale = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct dir *d = tree_by_wd(&w->tree, w->stale[i].wd);
-		struct root *r = d ? watch_root_of(d) : NULL;
+		struct root *r = d ? watch_root_of(w, d) : NULL;
 		struct dir *parent;
 		struct job *j;
 		int fd;
@@ -343,8 +343,8 @@ void watch_stale_settle(struct watcher *w)
 		/* Gone, or moved out of every root: nothing of it to find. */
 		if (!r || d->ino != w->stale[i].ino)
 			continue;
-		parent = dir_parent(d);
-		fd = parent ? watch_open_dir(parent) : -ENOENT;
+		parent = dir_parent(&w->tree, d);
+		fd = parent ? watch_open_dir(w, parent) : -ENOENT;
 		j = fd >= 0 ? crawl_job_new(w, r, true, false, NULL, NULL) : NULL;
 		if (!j) {
 			if (fd >= 0)

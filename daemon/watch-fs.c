@@ -16,9 +16,9 @@
 #include "reaper.h"
 #include "watch-internal.h"
 
-struct root *watch_root_of(const struct dir *d)
+struct root *watch_root_of(const struct watcher *w, const struct dir *d)
 {
-	struct tree_top *tt = tree_top_of(d);
+	struct tree_top *tt = tree_top_of(&w->tree, d);
 
 	return tt ? (struct root *)((char *)tt - offsetof(struct root, tt)) : NULL;
 }
@@ -97,19 +97,20 @@ int watch_root_open(const struct root *r)
 }
 
 /* The fallback below the root: one openat(O_NOFOLLOW) per component. */
-static int walk_below(int root_fd, const struct dir *d)
+static int walk_below(const struct watcher *w, int root_fd,
+		      const struct dir *d)
 {
 	const struct dir **chain;
 	size_t depth = 0;
 	int fd;
 
-	for (const struct dir *c = d; dir_parent(c); c = dir_parent(c))
+	for (const struct dir *c = d; dir_parent(&w->tree, c); c = dir_parent(&w->tree, c))
 		depth++;
 	chain = malloc((depth + 1) * sizeof(*chain));
 	if (!chain)
 		return -ENOMEM;
 	depth = 0;
-	for (const struct dir *c = d; dir_parent(c); c = dir_parent(c))
+	for (const struct dir *c = d; dir_parent(&w->tree, c); c = dir_parent(&w->tree, c))
 		chain[depth++] = c;
 	fd = openat(root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	for (size_t i = depth; fd >= 0 && i-- > 0;) {
@@ -126,9 +127,10 @@ static int walk_below(int root_fd, const struct dir *d)
  * One openat2() below the root, refusing symlinks and mount crossings; the
  * component walk is the fallback (old kernels, very deep paths).
  */
-static int open_below(int root_fd, const struct dir *d)
+static int open_below(const struct watcher *w, int root_fd,
+		      const struct dir *d)
 {
-	char *rel = tree_relpath(d);
+	char *rel = tree_relpath(&w->tree, d);
 	int fd;
 
 	if (!rel)
@@ -136,7 +138,7 @@ static int open_below(int root_fd, const struct dir *d)
 	fd = watch_openat2(root_fd, rel, RESOLVE_BENEATH | RESOLVE_NO_XDEV);
 	free(rel);
 	if (fd == -ENOSYS || fd == -ENAMETOOLONG || fd == -E2BIG)
-		fd = walk_below(root_fd, d);
+		fd = walk_below(w, root_fd, d);
 	return fd;
 }
 
@@ -164,9 +166,9 @@ static int root_for_below(struct root *r, bool *owned)
 	return fd;
 }
 
-int watch_open_dir(const struct dir *d)
+int watch_open_dir(const struct watcher *w, const struct dir *d)
 {
-	struct root *r = watch_root_of(d);
+	struct root *r = watch_root_of(w, d);
 	uint64_t mnt_id, ino;
 	int root, fd, err;
 	bool owned;
@@ -179,7 +181,7 @@ int watch_open_dir(const struct dir *d)
 	if (dir_is_top(d))
 		fd = owned ? root : fcntl(root, F_DUPFD_CLOEXEC, 0);
 	else
-		fd = open_below(root, d);
+		fd = open_below(w, root, d);
 	if (fd == -1)
 		fd = -errno;
 	if (owned && fd != root)
@@ -197,11 +199,12 @@ int watch_open_dir(const struct dir *d)
 	return fd;
 }
 
-int watch_entry_is(const struct dir *dir, const char *name, uint64_t ino)
+int watch_entry_is(const struct watcher *w, const struct dir *dir,
+		   const char *name, uint64_t ino)
 {
-	struct root *r = watch_root_of(dir);
+	struct root *r = watch_root_of(w, dir);
 	struct statx stx;
-	int fd = watch_open_dir(dir), is;
+	int fd = watch_open_dir(w, dir), is;
 
 	if (fd < 0)
 		return fd;
@@ -276,7 +279,7 @@ static bool stale_add(struct watcher *w, const struct dir *d)
 
 void watch_post_recrawl(struct watcher *w, struct dir *d)
 {
-	struct root *r = watch_root_of(d);
+	struct root *r = watch_root_of(w, d);
 
 	if (!r)
 		return;
@@ -309,7 +312,7 @@ static bool short_of(int err)
 
 void watch_note_unreachable(struct watcher *w, struct dir *d, int err)
 {
-	struct root *r = watch_root_of(d);
+	struct root *r = watch_root_of(w, d);
 	bool moved = err == -ENOENT || err == -ESTALE || err == -ELOOP ||
 		     err == -ENOTDIR || err == -EXDEV;
 	int fd;

@@ -17,7 +17,7 @@ struct root;
 struct watcher;
 
 /* The root a live node hangs from; NULL for a dead node. */
-struct root *watch_root_of(const struct dir *d);
+struct root *watch_root_of(const struct watcher *w, const struct dir *d);
 
 /* openat2(O_PATH|O_DIRECTORY) refusing symlinks, plus `resolve` flags. */
 int watch_openat2(int dirfd, const char *path, uint64_t resolve);
@@ -32,13 +32,14 @@ int watch_open_path(const char *path, int *anchor, char *next, size_t next_len);
 int watch_root_open(const struct root *r);
 /* A live node, reopened below its root the same way: O_PATH fd or -errno.
  * Inside a watcher entry the root is opened once (struct root::turn_fd). */
-int watch_open_dir(const struct dir *d);
+int watch_open_dir(const struct watcher *w, const struct dir *d);
 /* Close r's fd of this turn, if any: nothing may pin a root between turns. */
 void watch_root_let_go(struct root *r);
 
 /* Is name in live node dir the directory ino, on the root's mount?
  * 1 yes, 0 no, or -errno when dir could not be reopened. */
-int watch_entry_is(const struct dir *dir, const char *name, uint64_t ino);
+int watch_entry_is(const struct watcher *w, const struct dir *dir,
+		   const char *name, uint64_t ino);
 
 /* The name is one the watcher never enters (built-in, global, root's). */
 bool watch_excluded(const struct watcher *w, const struct root *r,

@@ -368,13 +368,13 @@ static void rescan_unwatched(struct watcher *w, struct root *r)
 	/* Rotate through the index: each tick takes the next batch. */
 	for (k = 0; k < n && pushed < RESCAN_BATCH; k++) {
 		struct dir *u = tree_unwatched_at(t, (start + k) % n);
-		struct dir *parent = dir_parent(u);
+		struct dir *parent = dir_parent(&w->tree, u);
 		int fd = -1;
 
 		/* A crawl from the topmost unwatched node covers those below. */
-		if (watch_root_of(u) != r || (parent && dir_wd(parent) < 0))
+		if (watch_root_of(w, u) != r || (parent && dir_wd(parent) < 0))
 			continue;
-		if (parent && (fd = watch_open_dir(parent)) < 0)
+		if (parent && (fd = watch_open_dir(w, parent)) < 0)
 			continue;
 		if (crawl_push(w, j, parent, fd, parent ? dir_name(u) : "") == 0)
 			pushed++;

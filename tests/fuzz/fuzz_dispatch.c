@@ -56,7 +56,7 @@ static int live_wd(const struct world *wd, unsigned k)
 
 	for (size_t i = 0; i < t->table_cap; i++)
 		if (t->table[i] && seen++ == k)
-			return t->table[i]->wd;
+			return dir_at(t, t->table[i])->wd;
 	return -1;
 }
 

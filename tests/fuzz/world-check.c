@@ -41,7 +41,8 @@ static bool avoided(const struct root *r, int fd)
 }
 
 /* A cache in a root: gone, or kept for something that is not bytecode. */
-static void check_cache(const struct dir *parent, int at, const char *path)
+static void check_cache(const struct world *wd, const struct dir *parent,
+			int at, const char *path)
 {
 	int fd = openat(at, PYCACHE_NAME, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 			O_CLOEXEC);
@@ -51,7 +52,7 @@ static void check_cache(const struct dir *parent, int at, const char *path)
 
 	if (fd < 0)
 		fz_fail("%s/__pycache__: cannot open it to check it", path);
-	spared = avoided(watch_root_of(parent), fd);
+	spared = avoided(watch_root_of(wd->w, parent), fd);
 	if (!(d = fdopendir(fd)))
 		fz_fail("%s/__pycache__: cannot list it", path);
 	while ((de = readdir(d))) {
@@ -81,12 +82,12 @@ static void walk(const struct world *wd, int fd, const struct dir *node,
 static bool walk_entry(const struct world *wd, int at, const struct dir *node,
 		       const char *path, const char *name, uint64_t *met)
 {
-	const struct dir *child = tree_child(node, name);
+	const struct dir *child = tree_child(&wd->w->tree, node, name);
 	char sub[PATH_MAX];
 	int fd;
 
 	if (!strcmp(name, PYCACHE_NAME)) {
-		check_cache(node, at, path);
+		check_cache(wd, node, at, path);
 		return false;
 	}
 	if (!strncmp(name, REAPER_TMP_PREFIX, strlen(REAPER_TMP_PREFIX)))
@@ -134,7 +135,8 @@ static void walk(const struct world *wd, int fd, const struct dir *node,
 		children += walk_entry(wd, dirfd(d), node, path, de->d_name, met);
 	}
 	closedir(d);
-	for (const struct dir *c = node->child; c; c = c->next)
+	for (const struct dir *c = dir_child(&wd->w->tree, node); c;
+	     c = dir_next(&wd->w->tree, c))
 		if (children-- == 0)
 			fz_fail("%s: the tree holds more children than the disk",
 				path);

@@ -206,8 +206,8 @@ static char *unwatched_dir(struct root *r)
 	for (size_t i = tree_unwatched_count(t); i-- > 0;) {
 		struct dir *d = tree_unwatched_at(t, i);
 
-		if (tree_top_of(d) == &r->tt)
-			return tree_path(d, r->conf.path, NULL);
+		if (tree_top_of(t, d) == &r->tt)
+			return tree_path(t, d, r->conf.path, NULL);
 	}
 	return NULL;
 }
