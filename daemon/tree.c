@@ -106,15 +106,17 @@ static void record_free(struct tree *t, struct dir *d)
 	}
 	d->next = 0;
 	d->flags = DIR_F_DEAD;
-	if (c->free_tail)
-		dir_at(t, c->free_tail)->next = d->self;
-	else
+	if (c->free_tail) {
+		struct dir *tail = dir_at(t, c->free_tail);
+
+		UNPOISON(&tail->next, sizeof(tail->next));
+		tail->next = d->self;
+		POISON(&tail->next, sizeof(tail->next));
+	} else {
 		c->free_head = d->self;
+	}
 	c->free_tail = d->self;
-	/* Poisoned but for the link and the number the store reads. */
 	POISON(d, c->size);
-	UNPOISON(&d->next, sizeof(d->next));
-	UNPOISON(&d->self, sizeof(d->self));
 }
 
 static void store_finish(struct tree *t)

@@ -25,7 +25,7 @@
 
 #define TOPS 3
 #define NODES_MAX 4096
-#define WDS 512
+#define WDS 8192
 
 struct node {
 	struct dir *d;
@@ -406,11 +406,45 @@ static void test_rename_across_classes(void **state)
 	tree_finish(t);
 }
 
+/* More records of one class than the store's first pages array holds
+ * (16 pages of 512), and a wd index grown several times over. */
+static void test_store_grows(void **state)
+{
+	struct tree *t = calloc(1, sizeof(*t));
+	struct tree_top tt = { 0 };
+	struct tree_top *tops[] = { &tt };
+	struct dir *top, *d;
+	char name[16], why[256];
+
+	(void)state;
+	assert_non_null(t);
+	tree_init(t, NULL, NULL);
+	assert_int_equal(tree_add_top(t, &tt, 0, 0, &top), 0);
+	/* 100 of 100 each: tree_child() is linear in the siblings. */
+	for (int i = 1; i <= 10100; i++) {
+		struct dir *parent = i <= 100 ? top : tree_by_wd(t, (i % 100 + 1) * 7);
+
+		snprintf(name, sizeof(name), "c%d", i);
+		assert_int_equal(tree_add(t, parent, name, (uint64_t)i, i * 7, &d), 0);
+	}
+	assert_true(t->store[0].n_pages > 16);
+	if (tree_check(t, tops, 1, why, sizeof(why)) < 0)
+		fail_msg("%s", why);
+	for (int i = 1; i <= 10100; i += 97)
+		assert_int_equal(tree_by_wd(t, i * 7)->ino, (uint64_t)i);
+	tree_kill(t, top);
+	tree_reap(t);
+	assert_int_equal(t->live + t->dead, 0);
+	tree_finish(t);
+	free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_storms),
 		cmocka_unit_test(test_rename_across_classes),
+		cmocka_unit_test(test_store_grows),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
