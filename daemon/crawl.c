@@ -423,7 +423,8 @@ static void blocked(struct watcher *w, struct dir *parent, int pfd,
 		return;
 	if (!enter && heard)
 		parent->flags |= DIR_F_BLOCKED;
-	path = r ? tree_path(&w->tree, parent, r->conf.path, enter ? name : NULL) : NULL;
+	path = r ? tree_path(&w->tree, parent, r->conf.path, enter ? name : NULL)
+		 : NULL;
 	log_warn("cannot %s %s: %s; %s", enter ? "read" : "enter",
 		 path ? path : name, strerror(err),
 		 !heard ? "it is crawled by the next sweep of its root" :
@@ -456,8 +457,8 @@ static void crawl_one(struct watcher *w, struct item *it)
 		watch_post_rescan(w, r);
 	j->started = true;
 	if (fd < 0) {
-		struct dir *gone = parent && j->prune ? tree_child(&w->tree, parent, it->name)
-						      : NULL;
+		struct dir *gone = parent && j->prune
+				   ? tree_child(&w->tree, parent, it->name) : NULL;
 
 		if (err == EMFILE || err == ENFILE || err == ENOMEM)
 			j->status = -err;

@@ -138,7 +138,8 @@ static unsigned pass(struct watcher *w, struct drain *dr, int parent_fd,
 {
 	struct dir *parent = drain_parent(w, dr);
 	struct root *root = parent ? watch_root_of(w, parent) : NULL;
-	char *src_dir = root ? tree_path(&w->tree, parent, root->conf.path, NULL) : NULL;
+	char *src_dir = root ? tree_path(&w->tree, parent, root->conf.path, NULL)
+			     : NULL;
 	struct reap_policy pol;
 	struct reap_result res;
 	int r;

@@ -48,10 +48,12 @@ static struct dir *record_new(struct tree *t, size_t name_units)
 	size_t k = name_units - 1;
 	struct dir_class *c = &t->store[k];
 	struct dir *d;
+	dir_ref self;
 	uint32_t slot;
 
 	if (c->free_head) {
-		d = dir_at(t, c->free_head);
+		self = c->free_head;
+		d = dir_at(t, self);
 		UNPOISON(d, c->size);
 		c->free_head = d->next;
 		if (!c->free_head)
@@ -78,17 +80,12 @@ static struct dir *record_new(struct tree *t, size_t name_units)
 			c->pages[c->n_pages++] = page;
 		}
 		c->used++;
-		d = (struct dir *)(c->pages[slot >> DIR_PAGE_SHIFT] +
-				   (size_t)(slot & (PAGE_RECORDS - 1)) * c->size);
+		self = (dir_ref)(k << DIR_SLOT_BITS | (slot + 1));
+		d = dir_at(t, self);
 		UNPOISON(d, c->size);
-		d->self = (dir_ref)(k << DIR_SLOT_BITS | (slot + 1));
 	}
-	{
-		dir_ref self = d->self;
-
-		memset(d, 0, c->size);
-		d->self = self;
-	}
+	memset(d, 0, c->size);
+	d->self = self;
 	d->name_cap = (uint8_t)name_units;
 	return d;
 }
@@ -428,23 +425,13 @@ static void unlink_child(struct tree *t, struct dir *d)
 
 static struct dir *node_new(struct tree *t, const char *name, uint64_t ino)
 {
-	size_t len = strlen(name), units = name_units(len);
-	struct dir *d = record_new(t, units);
+	struct dir *d = record_new(t, name_units(strlen(name)));
 
 	if (!d)
 		return NULL;
-	if (len + 1 > units * 8) {
-		char *heap = strdup(name);
-
-		if (!heap) {
-			d->flags = 0;
-			record_free(t, d);
-			return NULL;
-		}
-		memcpy(d->name, &heap, sizeof(heap));
-		d->flags = DIR_F_NAME_OUT;
-	} else {
-		memcpy(d->name, name, len + 1);
+	if (set_name(d, name) < 0) {
+		record_free(t, d);
+		return NULL;
 	}
 	d->ino = ino;
 	d->wd = -1;

@@ -51,12 +51,14 @@ static bool pins_recorded(const struct watcher *w, uint64_t *n)
 {
 	*n = 0;
 	for (const struct root *r = w->roots; r; r = r->next)
-		for (const struct dir *d = r->tt.node; d; d = tree_next(&w->tree, d, r->tt.node, false)) {
+		for (const struct dir *d = r->tt.node; d;
+		     d = tree_next(&w->tree, d, r->tt.node, false)) {
 			if (d->pins == DIR_PINS_MAX)
 				return false;
 			*n += d->pins;
 		}
-	for (const struct dir *d = tree_graveyard(&w->tree); d; d = dir_next(&w->tree, d)) {
+	for (const struct dir *d = tree_graveyard(&w->tree); d;
+	     d = dir_next(&w->tree, d)) {
 		if (d->pins == DIR_PINS_MAX)
 			return false;
 		*n += d->pins;

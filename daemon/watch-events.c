@@ -84,7 +84,8 @@ static void resolve_unpaired(struct watcher *w, const struct pending_move *pm)
 	if (!node || !dir_alive(node))
 		return;
 	from = tree_by_wd(&w->tree, pm->from_wd);
-	if (!from || from->ino != pm->from_ino || dir_parent(&w->tree, node) != from ||
+	if (!from || from->ino != pm->from_ino ||
+	    dir_parent(&w->tree, node) != from ||
 	    strcmp(dir_name(node), pm->name))
 		return;
 	is = watch_entry_is(w, from, pm->name, node->ino);

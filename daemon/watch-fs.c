@@ -100,17 +100,18 @@ int watch_root_open(const struct root *r)
 static int walk_below(const struct watcher *w, int root_fd,
 		      const struct dir *d)
 {
+	const struct tree *t = &w->tree;
 	const struct dir **chain;
 	size_t depth = 0;
 	int fd;
 
-	for (const struct dir *c = d; dir_parent(&w->tree, c); c = dir_parent(&w->tree, c))
+	for (const struct dir *c = d; dir_parent(t, c); c = dir_parent(t, c))
 		depth++;
 	chain = malloc((depth + 1) * sizeof(*chain));
 	if (!chain)
 		return -ENOMEM;
 	depth = 0;
-	for (const struct dir *c = d; dir_parent(&w->tree, c); c = dir_parent(&w->tree, c))
+	for (const struct dir *c = d; dir_parent(t, c); c = dir_parent(t, c))
 		chain[depth++] = c;
 	fd = openat(root_fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	for (size_t i = depth; fd >= 0 && i-- > 0;) {

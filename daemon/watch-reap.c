@@ -26,7 +26,8 @@ static void hot_note(struct root *r, const struct dir *parent)
 
 		if (h->count && h->ino == parent->ino) {
 			if (!h->path)
-				h->path = tree_path(&r->w->tree, parent, r->conf.path, NULL);
+				h->path = tree_path(&r->w->tree, parent,
+						    r->conf.path, NULL);
 			h->count++;
 			return;
 		}
@@ -147,7 +148,8 @@ void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
 	if (!r)
 		return;
 	relocate = r->conf.mode == MODE_RELOCATE && w->settings.prefix_fd >= 0;
-	src_dir = relocate ? tree_path(&w->tree, parent, r->conf.path, NULL) : NULL;
+	src_dir = relocate ? tree_path(&w->tree, parent, r->conf.path, NULL)
+			   : NULL;
 	watch_policy(w, r, src_dir, &pol);
 	err = reaper_reap(parent_fd, name, &pol, &res);
 	/* Without its source directory's path the bytecode cannot go to the
@@ -157,7 +159,8 @@ void watch_reap_at(struct watcher *w, struct dir *parent, int parent_fd,
 		res.relocate_error = -ENOMEM;
 	if (err == 0 && drained)
 		watch_add_moved(&res, drained);
-	path = wants_path(err, &res) ? tree_path(&w->tree, parent, r->conf.path, name) : NULL;
+	path = wants_path(err, &res)
+	       ? tree_path(&w->tree, parent, r->conf.path, name) : NULL;
 	if (err < 0)
 		log_errno(err, "cannot remove %s", path ? path : name);
 	else

@@ -377,8 +377,8 @@ static void test_storms(void **state)
  * record goes out of line and comes back in. */
 static void test_rename_across_classes(void **state)
 {
-	struct model m0 = { 0 };
-	struct tree *t = &m0.t;
+	struct tree tree;
+	struct tree *t = &tree;
 	struct tree_top tt = { 0 };
 	struct dir *top, *d, *clash;
 	char longname[300];
